@@ -1,0 +1,292 @@
+//! Flags and environment variables. Every flag also reads an environment
+//! variable, so the service configures the same way from a shell, a
+//! container or an orchestrator.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::{DomainName, HashParams};
+use crate::startup::Settings;
+use crate::store::StoreOptions;
+
+/// CentralAuth's integration service: each organization's login domain,
+/// client ID and client secret.
+#[derive(Debug, Parser)]
+#[command(
+    name = "integration-service",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `serve`'s flags, accepted without the subcommand.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the gRPC API (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate(MigrateArgs),
+}
+
+/// What the binary was asked to do.
+#[derive(Debug)]
+pub enum Action {
+    Serve(Settings),
+    Migrate(StoreOptions),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address and port to serve gRPC on.
+    #[arg(long, env = "INTEGRATION_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+
+    /// Login domain of organizations without a custom domain.
+    #[arg(
+        long,
+        env = "INTEGRATION_DEFAULT_DOMAIN",
+        default_value = "centralauth.com"
+    )]
+    default_domain: DomainName,
+
+    /// Do not apply pending migrations at start (run `migrate` separately).
+    #[arg(long, env = "INTEGRATION_NO_MIGRATE")]
+    no_migrate: bool,
+
+    /// Largest request message accepted, in bytes; larger ones are refused
+    /// with RESOURCE_EXHAUSTED before they are read.
+    #[arg(
+        long,
+        env = "INTEGRATION_MAX_MESSAGE_BYTES",
+        default_value_t = 16 * 1024,
+        value_parser = clap::value_parser!(u32).range(1024..=4 * 1024 * 1024)
+    )]
+    max_message_bytes: u32,
+
+    /// argon2id memory cost of new secrets, in KiB (at least 19456).
+    #[arg(long, env = "INTEGRATION_ARGON2_MEMORY_KIB", default_value_t = HashParams::MINIMUM.memory_kib)]
+    argon2_memory_kib: u32,
+
+    /// argon2id passes over memory for new secrets (at least 2).
+    #[arg(long, env = "INTEGRATION_ARGON2_ITERATIONS", default_value_t = HashParams::MINIMUM.iterations)]
+    argon2_iterations: u32,
+
+    /// argon2id lanes for new secrets (at least 1).
+    #[arg(long, env = "INTEGRATION_ARGON2_PARALLELISM", default_value_t = HashParams::MINIMUM.parallelism)]
+    argon2_parallelism: u32,
+
+    /// Seconds between database health probes.
+    #[arg(long, env = "INTEGRATION_HEALTH_INTERVAL_SECS", default_value_t = 1)]
+    health_interval_secs: u64,
+
+    #[command(flatten)]
+    database: DatabaseArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+struct DatabaseArgs {
+    /// `postgres://user:password@host/db` or `sqlite://path?mode=rwc`.
+    /// Defaults to an SQLite file under ./data/, created on first start.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Most database connections this process opens.
+    #[arg(
+        long,
+        env = "INTEGRATION_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    database_max_connections: u32,
+
+    /// Seconds a call waits for a database connection before it fails
+    /// UNAVAILABLE.
+    #[arg(long, env = "INTEGRATION_DATABASE_TIMEOUT_SECS", default_value_t = 5)]
+    database_timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+struct LogArgs {
+    /// Log line format; what is logged is chosen by RUST_LOG
+    /// (default "info,sqlx=warn").
+    #[arg(long, env = "INTEGRATION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written to standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Plain,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Where the database lives when no URL is given.
+pub const DEFAULT_SQLITE_DIR: &str = "data";
+const DEFAULT_SQLITE_URL: &str = "sqlite://data/integration-service.db?mode=rwc";
+
+impl Cli {
+    /// The log format chosen, whatever the subcommand.
+    pub fn log_format(&self) -> LogFormat {
+        match &self.command {
+            Some(Command::Serve(args)) => args.log.log_format,
+            Some(Command::Migrate(args)) => args.log.log_format,
+            None => self.serve.log.log_format,
+        }
+    }
+
+    /// Turns the command line into what to do, refusing settings that make
+    /// no sense (argon2 below its floor).
+    pub fn action(self) -> Result<Action, String> {
+        match self.command {
+            Some(Command::Migrate(args)) => Ok(Action::Migrate(args.database.store_options())),
+            Some(Command::Serve(args)) => args.settings().map(Action::Serve),
+            None => self.serve.settings().map(Action::Serve),
+        }
+    }
+}
+
+impl ServeArgs {
+    fn settings(self) -> Result<Settings, String> {
+        let hash_params = HashParams::new(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+        )
+        .map_err(|e| e.0)?;
+        Ok(Settings {
+            listen: self.listen,
+            database: self.database.store_options(),
+            migrate: !self.no_migrate,
+            default_domain: self.default_domain,
+            max_message_bytes: self.max_message_bytes as usize,
+            hash_params,
+            hash_concurrency: available_cores(),
+            health_interval: Duration::from_secs(self.health_interval_secs.max(1)),
+        })
+    }
+}
+
+impl DatabaseArgs {
+    fn store_options(self) -> StoreOptions {
+        StoreOptions {
+            url: self
+                .database_url
+                .unwrap_or_else(|| DEFAULT_SQLITE_URL.to_owned()),
+            max_connections: self.database_max_connections.max(1),
+            acquire_timeout: Duration::from_secs(self.database_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// The directory an `sqlite://` URL's file lives in, so it can be created
+/// before the first start. `None` for other databases and in-memory SQLite.
+pub fn sqlite_directory(url: &str) -> Option<PathBuf> {
+    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    PathBuf::from(path)
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(PathBuf::from)
+}
+
+/// Cores this process may use: the bound on concurrent argon2 work.
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Action, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("integration-service").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        cli.action()
+    }
+
+    #[test]
+    fn without_a_subcommand_it_serves_with_the_documented_defaults() {
+        let Ok(Action::Serve(settings)) = parse(&[]) else {
+            panic!("no arguments should mean serve");
+        };
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(settings.default_domain.as_str(), "centralauth.com");
+        assert!(settings.migrate, "migrations apply at start by default");
+        assert_eq!(settings.hash_params, HashParams::MINIMUM);
+        // DATABASE_URL may be set in the environment of the test run.
+        if std::env::var_os("DATABASE_URL").is_none() {
+            assert_eq!(settings.database.url, DEFAULT_SQLITE_URL);
+        }
+    }
+
+    #[test]
+    fn serve_flags_work_with_and_without_the_subcommand() {
+        for args in [
+            &["--listen", "0.0.0.0:6000", "--no-migrate"][..],
+            &["serve", "--listen", "0.0.0.0:6000", "--no-migrate"][..],
+        ] {
+            let Ok(Action::Serve(settings)) = parse(args) else {
+                panic!("{args:?} should serve");
+            };
+            assert_eq!(settings.listen.to_string(), "0.0.0.0:6000", "{args:?}");
+            assert!(!settings.migrate, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn migrate_takes_a_database_url() {
+        let Ok(Action::Migrate(options)) = parse(&["migrate", "--database-url", "postgres://db/x"])
+        else {
+            panic!("migrate should parse");
+        };
+        assert_eq!(options.url, "postgres://db/x");
+    }
+
+    #[test]
+    fn argon2_below_the_floor_and_bad_domains_are_refused() {
+        for args in [
+            &["--argon2-memory-kib", "4096"][..],
+            &["--argon2-iterations", "1"][..],
+            &["--default-domain", "not a domain"][..],
+            &["--max-message-bytes", "10"][..],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn the_sqlite_directory_is_found_in_the_url() {
+        let cases = [
+            (DEFAULT_SQLITE_URL, Some("data")),
+            ("sqlite:///var/lib/x/db.sqlite", Some("/var/lib/x")),
+            ("sqlite://db.sqlite?mode=rwc", None),
+            ("sqlite::memory:", None),
+            ("postgres://localhost/db", None),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(sqlite_directory(url), expected.map(PathBuf::from), "{url}");
+        }
+    }
+}

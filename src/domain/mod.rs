@@ -1,0 +1,26 @@
+//! The service's vocabulary, parsed once at the edge and trusted inside.
+//!
+//! Each type here can only be built through a constructor that enforces its
+//! rules, so code that holds one never checks it again.
+
+mod client_id;
+mod client_secret;
+mod domain_name;
+mod organization_id;
+mod random;
+mod secret_hash;
+mod secret_state;
+
+pub use client_id::ClientId;
+pub use client_secret::{ClientSecret, MalformedSecret};
+pub use domain_name::DomainName;
+pub use organization_id::OrganizationId;
+pub use random::RandomUnavailable;
+pub use secret_hash::{HashParams, SecretHash};
+pub use secret_state::SecretState;
+
+/// Why a caller's value was refused: the rule it breaks, in words a person
+/// can act on. It never repeats the value itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);

@@ -1,0 +1,239 @@
+use argon2::{
+    ARGON2ID_IDENT, Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier,
+    Version, password_hash,
+};
+
+use super::{ClientSecret, Invalid, RandomUnavailable, random};
+
+/// The cost of argon2id: memory in KiB, passes over it, and lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl HashParams {
+    /// The floor, OWASP's recommendation for argon2id: 19 MiB, 2 passes,
+    /// 1 lane. Nothing is hashed, nor accepted from storage, below it.
+    pub const MINIMUM: Self = Self {
+        memory_kib: 19_456,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    /// Accepts parameters at or above [`HashParams::MINIMUM`] in every
+    /// dimension, so that no configuration can weaken stored hashes.
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, Invalid> {
+        let params = Self {
+            memory_kib,
+            iterations,
+            parallelism,
+        };
+        if !params.at_least(Self::MINIMUM) {
+            return Err(Invalid(format!(
+                "argon2id parameters must be at least m={} KiB, t={}, p={}; got m={memory_kib}, \
+                 t={iterations}, p={parallelism}",
+                Self::MINIMUM.memory_kib,
+                Self::MINIMUM.iterations,
+                Self::MINIMUM.parallelism,
+            )));
+        }
+        Params::new(memory_kib, iterations, parallelism, None)
+            .map_err(|e| Invalid(format!("argon2id refuses these parameters: {e}")))?;
+        Ok(params)
+    }
+
+    fn at_least(self, floor: Self) -> bool {
+        self.memory_kib >= floor.memory_kib
+            && self.iterations >= floor.iterations
+            && self.parallelism >= floor.parallelism
+    }
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self::MINIMUM
+    }
+}
+
+/// A secret as it is stored: an argon2id PHC string
+/// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`), salted with 16 bytes
+/// from the OS CSPRNG.
+///
+/// Verification reads the parameters from the string itself, so raising the
+/// configured cost later keeps older hashes verifiable.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretHash(String);
+
+/// Hashing could not run. Never says anything of the value being hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error(transparent)]
+    Random(#[from] RandomUnavailable),
+    #[error("argon2id failed: {0}")]
+    Argon2(password_hash::Error),
+}
+
+impl SecretHash {
+    const SALT_LEN: usize = 16;
+
+    /// Hashes `secret` with argon2id at `params`. Takes tens of milliseconds
+    /// of one core: call it off the async runtime (see `crate::hashing`).
+    pub fn compute(secret: &ClientSecret, params: HashParams) -> Result<Self, HashError> {
+        let mut salt = [0u8; Self::SALT_LEN];
+        random::fill(&mut salt)?;
+        let params = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .map_err(|e| HashError::Argon2(e.into()))?;
+        let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_with_salt(secret.expose().as_bytes(), &salt)
+            .map_err(HashError::Argon2)?;
+        Ok(Self(phc.to_string()))
+    }
+
+    /// Accepts a PHC string read back from storage only if it is argon2id at
+    /// or above [`HashParams::MINIMUM`]: a weaker hash in the database is
+    /// treated as corruption, not verified.
+    pub fn parse(phc: String) -> Result<Self, Invalid> {
+        let parsed =
+            PasswordHash::new(&phc).map_err(|e| Invalid(format!("not a PHC string: {e}")))?;
+        if parsed.algorithm != ARGON2ID_IDENT {
+            return Err(Invalid(format!("{} is not argon2id", parsed.algorithm)));
+        }
+        if parsed.version != Some(Version::V0x13.into()) {
+            return Err(Invalid("not argon2 version 19".into()));
+        }
+        if parsed.salt.is_none() || parsed.hash.is_none() {
+            return Err(Invalid("the PHC string lacks a salt or a hash".into()));
+        }
+        let params = Params::try_from(&parsed)
+            .map_err(|e| Invalid(format!("unreadable argon2 parameters: {e}")))?;
+        let params = HashParams {
+            memory_kib: params.m_cost(),
+            iterations: params.t_cost(),
+            parallelism: params.p_cost(),
+        };
+        if !params.at_least(HashParams::MINIMUM) {
+            return Err(Invalid(format!(
+                "argon2id parameters below the floor: {params:?}"
+            )));
+        }
+        Ok(Self(phc))
+    }
+
+    /// Whether `secret` is the value this hash was computed from. The final
+    /// comparison is constant-time; the cost is one argon2id computation, so
+    /// call it off the async runtime too.
+    pub fn matches(&self, secret: &ClientSecret) -> Result<bool, HashError> {
+        let parsed = PasswordHash::new(&self.0).map_err(|e| HashError::Argon2(e.into()))?;
+        match Argon2::default().verify_password(secret.expose().as_bytes(), &parsed) {
+            Ok(()) => Ok(true),
+            Err(password_hash::Error::PasswordInvalid) => Ok(false),
+            Err(e) => Err(HashError::Argon2(e)),
+        }
+    }
+
+    /// The PHC string, for storage.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHash(<argon2id>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> ClientSecret {
+        ClientSecret::generate().expect("the OS RNG works in tests")
+    }
+
+    fn hash(secret: &ClientSecret) -> SecretHash {
+        SecretHash::compute(secret, HashParams::MINIMUM).expect("hashing works")
+    }
+
+    #[test]
+    fn a_hash_matches_its_secret_and_no_other() {
+        let (right, wrong) = (secret(), secret());
+        let hash = hash(&right);
+        assert!(hash.matches(&right).expect("verify runs"), "own secret");
+        assert!(
+            !hash.matches(&wrong).expect("verify runs"),
+            "another secret"
+        );
+    }
+
+    #[test]
+    fn a_hash_is_argon2id_at_the_configured_cost_and_parses_back() {
+        let hash = hash(&secret());
+        assert!(
+            hash.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{}",
+            hash.as_str()
+        );
+        assert_eq!(SecretHash::parse(hash.as_str().to_owned()), Ok(hash));
+    }
+
+    #[test]
+    fn two_hashes_of_one_secret_differ_by_their_salt() {
+        let secret = secret();
+        assert_ne!(hash(&secret), hash(&secret));
+    }
+
+    #[test]
+    fn the_hash_contains_nothing_of_the_value() {
+        let secret = secret();
+        let hash = hash(&secret);
+        let random_part = &secret.expose()[4..60];
+        for window in random_part.as_bytes().windows(8) {
+            let window = std::str::from_utf8(window).expect("ASCII");
+            assert!(!hash.as_str().contains(window), "{window} is in the hash");
+        }
+        assert!(
+            !format!("{hash:?}").contains("$argon2id$v"),
+            "Debug prints the hash"
+        );
+    }
+
+    #[test]
+    fn parameters_below_the_floor_are_refused() {
+        for (m, t, p) in [(19_455, 2, 1), (19_456, 1, 1), (19_456, 2, 0), (8, 1, 1)] {
+            assert!(HashParams::new(m, t, p).is_err(), "m={m} t={t} p={p}");
+        }
+        assert_eq!(HashParams::new(19_456, 2, 1), Ok(HashParams::MINIMUM));
+        assert!(HashParams::new(65_536, 3, 2).is_ok());
+    }
+
+    #[test]
+    fn stored_hashes_that_are_weak_or_not_argon2id_are_refused() {
+        let salt_and_hash = "c29tZXNhbHRzb21lc2FsdA$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU";
+        let refused = [
+            String::new(),
+            "plain text".to_owned(),
+            format!("$argon2i$v=19$m=19456,t=2,p=1${salt_and_hash}"),
+            format!("$argon2d$v=19$m=19456,t=2,p=1${salt_and_hash}"),
+            format!("$argon2id$v=16$m=19456,t=2,p=1${salt_and_hash}"),
+            format!("$argon2id$v=19$m=4096,t=2,p=1${salt_and_hash}"),
+            format!("$argon2id$v=19$m=19456,t=1,p=1${salt_and_hash}"),
+            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA".to_owned(),
+        ];
+        for phc in refused {
+            assert!(
+                SecretHash::parse(phc.clone()).is_err(),
+                "{phc:?} was accepted"
+            );
+        }
+        let accepted = format!("$argon2id$v=19$m=19456,t=2,p=1${salt_and_hash}");
+        assert!(SecretHash::parse(accepted).is_ok());
+    }
+}

@@ -1,0 +1,111 @@
+//! The one error type of the service, and its one mapping to a gRPC status.
+//!
+//! Variants a caller can act on carry a message written for them. The
+//! others carry their cause for the log and reach the caller as an opaque
+//! status: what failed inside is nobody's business outside.
+
+use tonic::{Code, Status};
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request breaks a rule; the message says which.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is well formed but the state does not allow it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A dependency (the database) did not answer; retrying later may work.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] Cause),
+    /// A bug or a broken environment.
+    #[error("internal: {0}")]
+    Internal(#[source] Cause),
+}
+
+impl Error {
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        Self::Internal(cause.into())
+    }
+
+    pub fn unavailable(cause: impl Into<Cause>) -> Self {
+        Self::Unavailable(cause.into())
+    }
+
+    /// The gRPC code this error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::NotFound(_) => Code::NotFound,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let message = match &error {
+            Error::InvalidArgument(m)
+            | Error::NotFound(m)
+            | Error::AlreadyExists(m)
+            | Error::FailedPrecondition(m) => m.clone(),
+            Error::Unavailable(_) => {
+                "the service's database is unavailable; retry with backoff".to_owned()
+            }
+            Error::Internal(_) => "internal error; the service logged the details".to_owned(),
+        };
+        Status::new(error.code(), message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_status_code() {
+        let cases = [
+            (Error::InvalidArgument("m".into()), Code::InvalidArgument),
+            (Error::NotFound("m".into()), Code::NotFound),
+            (Error::AlreadyExists("m".into()), Code::AlreadyExists),
+            (
+                Error::FailedPrecondition("m".into()),
+                Code::FailedPrecondition,
+            ),
+            (Error::unavailable("connection refused"), Code::Unavailable),
+            (Error::internal("bug"), Code::Internal),
+        ];
+        for (error, code) in cases {
+            let described = format!("{error:?}");
+            assert_eq!(Status::from(error).code(), code, "{described}");
+        }
+    }
+
+    #[test]
+    fn messages_for_the_caller_are_passed_through() {
+        let status = Status::from(Error::NotFound("no integration for org-1".into()));
+        assert_eq!(status.message(), "no integration for org-1");
+    }
+
+    #[test]
+    fn internal_causes_never_reach_the_caller() {
+        let cause = "password authentication failed for user \"svc\" at 10.0.0.7";
+        for error in [Error::unavailable(cause), Error::internal(cause)] {
+            let status = Status::from(error);
+            assert!(
+                !status.message().contains("10.0.0.7"),
+                "{}",
+                status.message()
+            );
+            assert!(!status.message().contains("svc"), "{}", status.message());
+        }
+    }
+}

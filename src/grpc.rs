@@ -1,0 +1,244 @@
+//! The gRPC handlers: parse the request, call one operation, map the result.
+//!
+//! Every handler runs in a span named after its RPC that carries the
+//! organization and client it acts for (recorded once they are parsed, so no
+//! unchecked caller input reaches a log), and ends with exactly one log event
+//! saying how it went and how long it took. No handler logs a request or a
+//! response: several carry a secret value.
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use prost_types::Timestamp;
+use tonic::{Code, Request, Response, Status};
+use tracing::{Level, Span, field::Empty, instrument};
+
+use crate::domain::{OrganizationId, SecretState};
+use crate::error::Error;
+use crate::integrations::{Integrations, Validation};
+use crate::proto::{self, integration_service_server::IntegrationService};
+use crate::store::{Integration, StoredSecret};
+
+/// Longest `client_id` or `client_secret` a request may carry, in bytes.
+/// Longer values are refused before any lookup or hash.
+pub const MAX_CREDENTIAL_BYTES: usize = 256;
+
+/// The IntegrationService of the contract.
+pub struct IntegrationApi {
+    integrations: Arc<Integrations>,
+}
+
+impl IntegrationApi {
+    pub fn new(integrations: Arc<Integrations>) -> Self {
+        Self { integrations }
+    }
+
+    fn integration(&self, integration: Integration) -> proto::Integration {
+        let domain = self
+            .integrations
+            .domain(integration.custom_domain.as_deref())
+            .to_owned();
+        proto::Integration {
+            organization_id: integration.organization_id.as_str().to_owned(),
+            client_id: integration.client_id.as_str().to_owned(),
+            domain,
+            custom_domain: integration.custom_domain.is_some(),
+            active_secret: integration.active_secret.map(secret),
+            pending_secret: integration.pending_secret.map(secret),
+            create_time: Some(timestamp(integration.created_at)),
+            update_time: Some(timestamp(integration.updated_at)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl IntegrationService for IntegrationApi {
+    #[instrument(name = "CreateIntegration", skip_all, fields(organization_id = Empty))]
+    async fn create_integration(
+        &self,
+        request: Request<proto::CreateIntegrationRequest>,
+    ) -> Result<Response<proto::CreateIntegrationResponse>, Status> {
+        respond(|_| Level::INFO, async {
+            let organization = organization(request.into_inner().organization_id)?;
+            let integration = self.integrations.create(&organization).await?;
+            Ok(proto::CreateIntegrationResponse {
+                integration: Some(self.integration(integration)),
+            })
+        })
+        .await
+    }
+
+    #[instrument(name = "GetIntegration", skip_all, fields(organization_id = Empty))]
+    async fn get_integration(
+        &self,
+        request: Request<proto::GetIntegrationRequest>,
+    ) -> Result<Response<proto::GetIntegrationResponse>, Status> {
+        respond(|_| Level::INFO, async {
+            let organization = organization(request.into_inner().organization_id)?;
+            let integration = self.integrations.get(&organization).await?;
+            Ok(proto::GetIntegrationResponse {
+                integration: Some(self.integration(integration)),
+            })
+        })
+        .await
+    }
+
+    #[instrument(name = "GenerateSecret", skip_all, fields(organization_id = Empty))]
+    async fn generate_secret(
+        &self,
+        request: Request<proto::GenerateSecretRequest>,
+    ) -> Result<Response<proto::GenerateSecretResponse>, Status> {
+        respond(|_| Level::INFO, async {
+            let organization = organization(request.into_inner().organization_id)?;
+            let (value, stored) = self.integrations.generate_secret(&organization).await?;
+            Ok(proto::GenerateSecretResponse {
+                client_secret: value.expose().to_owned(),
+                secret: Some(secret(stored)),
+            })
+        })
+        .await
+    }
+
+    #[instrument(name = "ActivateSecret", skip_all, fields(organization_id = Empty))]
+    async fn activate_secret(
+        &self,
+        request: Request<proto::ActivateSecretRequest>,
+    ) -> Result<Response<proto::ActivateSecretResponse>, Status> {
+        respond(|_| Level::INFO, async {
+            let request = request.into_inner();
+            let organization = organization(request.organization_id)?;
+            let value = credential("client_secret", &request.client_secret)?;
+            let integration = self
+                .integrations
+                .activate_secret(&organization, value)
+                .await?;
+            Ok(proto::ActivateSecretResponse {
+                integration: Some(self.integration(integration)),
+            })
+        })
+        .await
+    }
+
+    /// The gateway's hot path. A successful check logs at DEBUG, so that a
+    /// busy gateway does not flood the log; a failed one logs at INFO with
+    /// its reason.
+    #[instrument(
+        name = "ValidateClient",
+        skip_all,
+        fields(client_id = Empty, organization_id = Empty, outcome = Empty)
+    )]
+    async fn validate_client(
+        &self,
+        request: Request<proto::ValidateClientRequest>,
+    ) -> Result<Response<proto::ValidateClientResponse>, Status> {
+        let request = request.into_inner();
+        let quiet_when_valid = |response: &proto::ValidateClientResponse| {
+            if response.valid {
+                Level::DEBUG
+            } else {
+                Level::INFO
+            }
+        };
+        respond(quiet_when_valid, async {
+            let client_id = credential("client_id", &request.client_id)?;
+            let value = credential("client_secret", &request.client_secret)?;
+            let validation = self.integrations.validate_client(client_id, value).await?;
+            Ok(match validation {
+                Validation::Valid {
+                    organization_id,
+                    domain,
+                } => {
+                    Span::current().record("outcome", "valid");
+                    proto::ValidateClientResponse {
+                        valid: true,
+                        organization_id: organization_id.as_str().to_owned(),
+                        domain,
+                    }
+                }
+                Validation::Invalid(rejection) => {
+                    Span::current().record("outcome", rejection.as_str());
+                    proto::ValidateClientResponse::default()
+                }
+            })
+        })
+        .await
+    }
+}
+
+/// Parses the organization id and records it on the request's span.
+fn organization(value: String) -> Result<OrganizationId, Error> {
+    let organization = OrganizationId::parse(value).map_err(|e| Error::InvalidArgument(e.0))?;
+    Span::current().record("organization_id", organization.as_str());
+    Ok(organization)
+}
+
+/// A client ID or secret as sent: required, and at most
+/// [`MAX_CREDENTIAL_BYTES`].
+fn credential<'a>(field: &str, value: &'a str) -> Result<&'a str, Error> {
+    if value.is_empty() {
+        return Err(Error::InvalidArgument(format!("{field} is required")));
+    }
+    if value.len() > MAX_CREDENTIAL_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{field} must be at most {MAX_CREDENTIAL_BYTES} bytes, not {}",
+            value.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// Runs a handler's work, logs its one outcome event, and maps its error to
+/// the status the caller gets. `level` says how loud a success is.
+async fn respond<T>(
+    level: impl FnOnce(&T) -> Level,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let result = work.await;
+    // Microsecond precision is plenty, and keeps the number readable.
+    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    match &result {
+        Ok(response) if level(response) == Level::DEBUG => {
+            tracing::debug!(code = ?Code::Ok, latency_ms, "request completed");
+        }
+        Ok(_) => tracing::info!(code = ?Code::Ok, latency_ms, "request completed"),
+        Err(error @ Error::Internal(_)) => {
+            tracing::error!(code = ?error.code(), latency_ms, error = %error, "request failed");
+        }
+        Err(error @ Error::Unavailable(_)) => {
+            tracing::warn!(code = ?error.code(), latency_ms, error = %error, "request failed");
+        }
+        Err(error) => {
+            tracing::info!(code = ?error.code(), latency_ms, reason = %error, "request refused");
+        }
+    }
+    result.map(Response::new).map_err(Status::from)
+}
+
+fn secret(secret: StoredSecret) -> proto::Secret {
+    proto::Secret {
+        id: secret.id.to_string(),
+        state: proto::SecretState::from(secret.state).into(),
+        hint: secret.hint,
+        create_time: Some(timestamp(secret.created_at)),
+        activate_time: secret.activated_at.map(timestamp),
+        revoke_time: secret.revoked_at.map(timestamp),
+    }
+}
+
+impl From<SecretState> for proto::SecretState {
+    fn from(state: SecretState) -> Self {
+        match state {
+            SecretState::Pending => Self::Pending,
+            SecretState::Active => Self::Active,
+            SecretState::Revoked => Self::Revoked,
+            SecretState::Discarded => Self::Discarded,
+        }
+    }
+}
+
+fn timestamp(time: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}

@@ -1,0 +1,220 @@
+//! The Integration tab's operations and the gateway's check, in domain
+//! terms: what each RPC does once its input is parsed.
+
+use tracing::{Span, info};
+
+use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId};
+use crate::error::Error;
+use crate::hashing::Hasher;
+use crate::store::{Activation, Integration, NewSecret, Store, StoredSecret};
+
+/// The operations, over the store and the hasher.
+pub struct Integrations {
+    store: Store,
+    hasher: Hasher,
+    default_domain: DomainName,
+}
+
+/// The answer to a client check. Why a check failed is for the log only:
+/// the caller learns nothing but `valid = false`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Validation {
+    Valid {
+        organization_id: OrganizationId,
+        domain: String,
+    },
+    Invalid(Rejection),
+}
+
+/// Why a client check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The client ID or the secret cannot be one this service issued.
+    Malformed,
+    /// No such client, or it has no active secret.
+    NoActiveSecret,
+    /// The secret is not the client's active secret.
+    WrongSecret,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::NoActiveSecret => "no_active_secret",
+            Self::WrongSecret => "wrong_secret",
+        }
+    }
+}
+
+impl Integrations {
+    pub fn new(store: Store, hasher: Hasher, default_domain: DomainName) -> Self {
+        Self {
+            store,
+            hasher,
+            default_domain,
+        }
+    }
+
+    /// The domain users of this integration log in at: its custom domain
+    /// if it has one, otherwise the service's default.
+    pub fn domain<'a>(&'a self, custom_domain: Option<&'a str>) -> &'a str {
+        custom_domain.unwrap_or(self.default_domain.as_str())
+    }
+
+    /// Creates the organization's integration with a new client ID and no
+    /// secret.
+    pub async fn create(&self, organization: &OrganizationId) -> Result<Integration, Error> {
+        let client_id = ClientId::generate().map_err(Error::internal)?;
+        let integration = self
+            .store
+            .create_integration(organization, &client_id)
+            .await?
+            .ok_or_else(|| {
+                Error::AlreadyExists(format!(
+                    "organization \"{organization}\" already has an integration; \
+                     read it with GetIntegration"
+                ))
+            })?;
+        info!(client_id = %integration.client_id, "integration created");
+        Ok(integration)
+    }
+
+    pub async fn get(&self, organization: &OrganizationId) -> Result<Integration, Error> {
+        self.store
+            .integration(organization)
+            .await?
+            .ok_or_else(|| not_found(organization))
+    }
+
+    /// Generates a new PENDING secret and returns its value, the only time
+    /// it is ever available. The pending secret it replaces is DISCARDED;
+    /// the active one stays active.
+    ///
+    /// The value is returned only after the transaction that stores its hash
+    /// has committed, so a value a caller receives can always be activated.
+    pub async fn generate_secret(
+        &self,
+        organization: &OrganizationId,
+    ) -> Result<(ClientSecret, StoredSecret), Error> {
+        // Checked first so that a call for an unknown organization costs no
+        // hashing; the transaction below checks again.
+        if !self.store.integration_exists(organization).await? {
+            return Err(not_found(organization));
+        }
+        let secret = ClientSecret::generate().map_err(Error::internal)?;
+        let new = NewSecret {
+            hash: self.hasher.hash(secret.clone()).await?,
+            hint: secret.hint().to_owned(),
+        };
+        let generated = self
+            .store
+            .add_pending_secret(organization, new)
+            .await?
+            .ok_or_else(|| not_found(organization))?;
+        info!(
+            secret_id = %generated.secret.id,
+            discarded_secret_id = generated.discarded.map(tracing::field::display),
+            "secret generated"
+        );
+        Ok((secret, generated.secret))
+    }
+
+    /// Activates the secret whose value the caller holds.
+    ///
+    /// The value of the PENDING secret makes it ACTIVE and revokes the
+    /// previous active one, in one transaction. The value of the ACTIVE
+    /// secret succeeds and changes nothing, so a retried activation succeeds.
+    /// Any other value fails `FAILED_PRECONDITION`.
+    pub async fn activate_secret(
+        &self,
+        organization: &OrganizationId,
+        value: &str,
+    ) -> Result<Integration, Error> {
+        let integration = self.get(organization).await?;
+        let no_match = |detail: &str| {
+            Error::FailedPrecondition(format!(
+                "client_secret is neither the pending nor the active secret of organization \
+                 \"{organization}\"{detail}; generate a new secret and activate it with the \
+                 value GenerateSecret returned"
+            ))
+        };
+        let secret = ClientSecret::parse(value).map_err(|e| no_match(&format!(" ({e})")))?;
+
+        // The hint (the last four characters) rules out a candidate without
+        // spending an argon2 verify on it.
+        let candidate = |stored: &Option<StoredSecret>| {
+            stored
+                .as_ref()
+                .filter(|s| s.hint == secret.hint())
+                .map(|s| (s.id, s.hash.clone()))
+        };
+
+        if let Some((pending_id, hash)) = candidate(&integration.pending_secret)
+            && self.hasher.verify(secret.clone(), hash).await?
+        {
+            return match self.store.activate_secret(organization, pending_id).await? {
+                Activation::Activated {
+                    integration,
+                    revoked,
+                } => {
+                    info!(
+                        secret_id = %pending_id,
+                        revoked_secret_id = revoked.map(tracing::field::display),
+                        "secret activated"
+                    );
+                    Ok(*integration)
+                }
+                // A concurrent activation of the same value won the race.
+                Activation::AlreadyActive => self.get(organization).await,
+                Activation::NoLongerPending(_) => Err(no_match(
+                    " (it was replaced by a newer secret before it could be activated)",
+                )),
+                Activation::NoIntegration => Err(not_found(organization)),
+            };
+        }
+
+        if let Some((_, hash)) = candidate(&integration.active_secret)
+            && self.hasher.verify(secret, hash).await?
+        {
+            return Ok(integration);
+        }
+        Err(no_match(""))
+    }
+
+    /// Checks a client ID and secret as a token endpoint does. Only the
+    /// client's ACTIVE secret is valid.
+    ///
+    /// A malformed client ID or secret is refused without a lookup or a hash.
+    /// A well-formed but unknown client ID costs one lookup and one argon2
+    /// verify, as a wrong secret for a known client does, so the two cannot
+    /// be told apart by their answer or its timing.
+    pub async fn validate_client(&self, client_id: &str, value: &str) -> Result<Validation, Error> {
+        let (Some(client_id), Ok(secret)) =
+            (ClientId::parse(client_id), ClientSecret::parse(value))
+        else {
+            return Ok(Validation::Invalid(Rejection::Malformed));
+        };
+        Span::current().record("client_id", client_id.as_str());
+
+        let Some(credentials) = self.store.active_credentials(&client_id).await? else {
+            self.hasher.verify_decoy(secret).await?;
+            return Ok(Validation::Invalid(Rejection::NoActiveSecret));
+        };
+        Span::current().record("organization_id", credentials.organization_id.as_str());
+        if !self.hasher.verify(secret, credentials.hash).await? {
+            return Ok(Validation::Invalid(Rejection::WrongSecret));
+        }
+        let domain = self.domain(credentials.custom_domain.as_deref()).to_owned();
+        Ok(Validation::Valid {
+            organization_id: credentials.organization_id,
+            domain,
+        })
+    }
+}
+
+fn not_found(organization: &OrganizationId) -> Error {
+    Error::NotFound(format!(
+        "organization \"{organization}\" has no integration; create it with CreateIntegration"
+    ))
+}

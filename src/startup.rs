@@ -1,0 +1,173 @@
+//! Building the service (everything that can fail: connect, migrate, bind)
+//! and running it until a shutdown future resolves.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::util::MapResponseLayer;
+use tracing::info;
+
+use crate::codec::resource_exhausted_when_too_large;
+use crate::config::sqlite_directory;
+use crate::domain::{DomainName, HashParams};
+use crate::error::Error;
+use crate::grpc::IntegrationApi;
+use crate::hashing::Hasher;
+use crate::health;
+use crate::integrations::Integrations;
+use crate::proto::{self, integration_service_server::IntegrationServiceServer};
+use crate::store::{Store, StoreOptions};
+
+/// Everything `serve` needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database: StoreOptions,
+    /// Apply pending migrations before serving.
+    pub migrate: bool,
+    pub default_domain: DomainName,
+    pub max_message_bytes: usize,
+    pub hash_params: HashParams,
+    /// How many argon2 computations may run at once.
+    pub hash_concurrency: usize,
+    pub health_interval: Duration,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create the database directory {path}: {source}")]
+    DataDirectory {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sea_orm::DbErr),
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[source] sea_orm::DbErr),
+    #[error("cannot prepare argon2id: {0}")]
+    Hasher(#[source] Error),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A service that is connected, migrated and bound, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    store: Store,
+    routes: Routes,
+    health: HealthReporter,
+    health_interval: Duration,
+}
+
+/// Opens the database, creating the SQLite file's directory if needed.
+pub async fn open_store(options: &StoreOptions) -> Result<Store, StartupError> {
+    if let Some(dir) = sqlite_directory(&options.url) {
+        std::fs::create_dir_all(&dir).map_err(|source| StartupError::DataDirectory {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Store::connect(options).await.map_err(StartupError::Connect)
+}
+
+impl Application {
+    /// Connects to the database, applies migrations (unless told not to),
+    /// prepares the hasher, and binds the listener. Port 0 picks a free
+    /// port; [`Application::address`] tells which.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = open_store(&settings.database).await?;
+        if settings.migrate {
+            store.migrate().await.map_err(StartupError::Migrate)?;
+        }
+        let hasher = Hasher::new(settings.hash_params, settings.hash_concurrency)
+            .await
+            .map_err(StartupError::Hasher)?;
+        let integrations = Integrations::new(store.clone(), hasher, settings.default_domain);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let routes = Routes::new(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .add_service(
+                IntegrationServiceServer::new(IntegrationApi::new(Arc::new(integrations)))
+                    .max_decoding_message_size(settings.max_message_bytes),
+            );
+
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    address: settings.listen,
+                    source,
+                })?;
+        let address = listener.local_addr().map_err(|source| StartupError::Bind {
+            address: settings.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            address,
+            store,
+            routes,
+            health,
+            health_interval: settings.health_interval,
+        })
+    }
+
+    /// The address the service listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The database the service uses.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves the IntegrationService, health and reflection until `shutdown`
+    /// resolves; then reports NOT_SERVING, stops accepting calls, lets the
+    /// calls in flight finish, and closes the database pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let reporter = self.health;
+        health::report(&reporter, ServingStatus::Serving).await;
+        let probe =
+            health::watch_database(self.store.clone(), reporter.clone(), self.health_interval);
+        let draining = async move {
+            shutdown.await;
+            info!("shutting down: refusing new calls, finishing those in flight");
+            probe.abort();
+            health::report(&reporter, ServingStatus::NotServing).await;
+        };
+
+        info!(address = %self.address, "serving");
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let served = Server::builder()
+            .layer(MapResponseLayer::new(resource_exhausted_when_too_large))
+            .add_routes(self.routes)
+            .serve_with_incoming_shutdown(incoming, draining)
+            .await;
+
+        if let Err(error) = self.store.close().await {
+            tracing::warn!(%error, "closing the database pool");
+        }
+        info!("stopped");
+        served
+    }
+}

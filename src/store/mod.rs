@@ -1,0 +1,199 @@
+//! Storage: the tables, every query, and the transactions that keep the
+//! secret state machine consistent across replicas.
+//!
+//! Every query that reads or changes an organization's data takes the
+//! [`OrganizationId`] it acts for; the one exception is the gateway's lookup
+//! by client ID, which is how it learns the organization.
+//!
+//! Transactions that change secrets begin by touching the organization's
+//! `integrations` row. On PostgreSQL that takes the row lock, so concurrent
+//! changes to one organization (from any replica) run one after the other
+//! while other organizations proceed in parallel; on SQLite, whose writers
+//! are serialized anyway, it makes the transaction a writer from its first
+//! statement so it never has to upgrade a stale read snapshot.
+
+mod integrations;
+pub mod schema;
+mod secrets;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    TransactionTrait,
+};
+use uuid::Uuid;
+
+pub use secrets::{Activation, Generated, NewSecret};
+
+use crate::domain::{ClientId, OrganizationId, SecretHash, SecretState};
+use crate::error::Error;
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a call waits for a pooled connection (or a new one) before it
+    /// fails `UNAVAILABLE`.
+    pub acquire_timeout: Duration,
+}
+
+/// The database, shared by every handler. Cloning is cheap (a pool handle).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// An integration and the secrets the Integration tab shows.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    pub organization_id: OrganizationId,
+    pub client_id: ClientId,
+    pub custom_domain: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub active_secret: Option<StoredSecret>,
+    pub pending_secret: Option<StoredSecret>,
+}
+
+/// A secret as stored: its metadata and its hash, never its value.
+#[derive(Debug, Clone)]
+pub struct StoredSecret {
+    pub id: Uuid,
+    pub state: SecretState,
+    pub hint: String,
+    pub hash: SecretHash,
+    pub created_at: DateTime<Utc>,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What the gateway's check needs: whose client this is, and the hash of its
+/// active secret.
+#[derive(Debug, Clone)]
+pub struct ActiveCredentials {
+    pub organization_id: OrganizationId,
+    pub custom_domain: Option<String>,
+    pub secret_id: Uuid,
+    pub hash: SecretHash,
+}
+
+/// Any value that fits in a PostgreSQL `bigint`; it names the lock that
+/// serializes migrations across replicas.
+const MIGRATION_LOCK: i64 = 0x6361_735f_6d69_6772; // "cas_migr"
+
+impl Store {
+    /// Opens a pool on `options.url`: `sqlite://…` or `postgres://…`.
+    ///
+    /// SQLite runs in WAL mode (readers never wait for the writer), waits up
+    /// to five seconds for a busy writer, syncs every commit to disk, and
+    /// enforces foreign keys.
+    pub async fn connect(options: &StoreOptions) -> Result<Self, DbErr> {
+        let mut connect = ConnectOptions::new(options.url.clone());
+        connect
+            .max_connections(options.max_connections)
+            .min_connections(1)
+            .connect_timeout(options.acquire_timeout)
+            .acquire_timeout(options.acquire_timeout)
+            // A pooled connection that died with the database is replaced
+            // instead of failing the next call that draws it.
+            .test_before_acquire(true)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|sqlite| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                sqlite
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(connect).await?;
+        Ok(Self { db })
+    }
+
+    /// Applies pending migrations. Replicas that start together take turns:
+    /// on PostgreSQL the whole run holds an advisory lock and commits as one
+    /// transaction, so a replica sees either no schema or all of it.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        if self.backend() == DbBackend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+                .await?;
+        }
+        Migrator::up(&txn, None).await?;
+        txn.commit().await
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.db.ping().await
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The underlying connection, for tests that inspect the tables.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.db.close().await
+    }
+}
+
+impl From<DbErr> for Error {
+    fn from(error: DbErr) -> Self {
+        if is_transient(&error) {
+            Error::unavailable(error)
+        } else {
+            Error::internal(error)
+        }
+    }
+}
+
+/// Whether a database error means "not reachable now" (down, restarting,
+/// overloaded, busy) rather than "this query is wrong". Transient errors are
+/// answered `UNAVAILABLE`, which tells callers to retry.
+pub fn is_transient(error: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                Sqlx::Io(_)
+                | Sqlx::Tls(_)
+                | Sqlx::Protocol(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed
+                | Sqlx::BeginFailed => true,
+                Sqlx::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// SQLSTATEs (PostgreSQL) and result codes (SQLite) that pass with time.
+fn transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        // PostgreSQL: connection exception, insufficient resources, operator
+        // intervention (shutdown, crash recovery), serialization failure,
+        // deadlock, lock not available.
+        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")
+    ) || matches!(
+        code,
+        "40001" | "40P01" | "55P03"
+        // SQLite: SQLITE_BUSY and SQLITE_LOCKED, and their extended codes.
+        | "5" | "6" | "261" | "262" | "517" | "773"
+    )
+}

@@ -1,0 +1,214 @@
+//! The secret state machine's two transitions that need a transaction:
+//! generating (a new PENDING, the old one DISCARDED) and activating (PENDING
+//! to ACTIVE, the old ACTIVE to REVOKED).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::integrations::load_integration;
+use super::schema::{integration, secret};
+use super::{Integration, Store, StoredSecret};
+use crate::domain::{OrganizationId, SecretHash, SecretState};
+use crate::error::Error;
+
+/// A secret about to be stored as PENDING.
+#[derive(Debug)]
+pub struct NewSecret {
+    pub hash: SecretHash,
+    pub hint: String,
+}
+
+/// The result of a generation: the new pending secret and the one it
+/// replaced, if any.
+#[derive(Debug)]
+pub struct Generated {
+    pub secret: StoredSecret,
+    pub discarded: Option<Uuid>,
+}
+
+/// What became of an activation.
+#[derive(Debug)]
+pub enum Activation {
+    /// The secret is now ACTIVE; `revoked` is the secret it replaced.
+    Activated {
+        integration: Box<Integration>,
+        revoked: Option<Uuid>,
+    },
+    /// It was already ACTIVE (a retried or concurrent activation): nothing
+    /// changed.
+    AlreadyActive,
+    /// It left PENDING for good (discarded, or activated and since revoked)
+    /// between the caller's check and this transaction.
+    NoLongerPending(SecretState),
+    /// The organization has no integration.
+    NoIntegration,
+}
+
+impl Store {
+    /// Stores `new` as the PENDING secret of `organization`, discarding the
+    /// pending one it had, in one transaction. `None` when the organization
+    /// has no integration. The ACTIVE secret is untouched.
+    pub async fn add_pending_secret(
+        &self,
+        organization: &OrganizationId,
+        new: NewSecret,
+    ) -> Result<Option<Generated>, Error> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        if !lock_integration(&txn, organization, now).await? {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+
+        let discarded = find_in_state(&txn, organization, SecretState::Pending).await?;
+        if let Some(old) = discarded {
+            set_state(&txn, old, SecretState::Discarded, now).await?;
+        }
+
+        let secret = StoredSecret {
+            id: Uuid::now_v7(),
+            state: SecretState::Pending,
+            hint: new.hint,
+            hash: new.hash,
+            created_at: now,
+            activated_at: None,
+            revoked_at: None,
+        };
+        secret::Entity::insert(secret::ActiveModel {
+            id: Set(secret.id),
+            organization_id: Set(organization.as_str().to_owned()),
+            state: Set(secret.state),
+            hash: Set(secret.hash.as_str().to_owned()),
+            hint: Set(secret.hint.clone()),
+            created_at: Set(now),
+            activated_at: Set(None),
+            revoked_at: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+
+        txn.commit().await?;
+        Ok(Some(Generated { secret, discarded }))
+    }
+
+    /// Makes `secret_id` the ACTIVE secret of `organization` if it is still
+    /// PENDING, revoking the active one in the same transaction.
+    ///
+    /// The caller has already proven possession of the value; this re-reads
+    /// the secret's state under the organization's lock, so that of racing
+    /// activations exactly one changes anything and a secret discarded in the
+    /// meantime is never activated.
+    pub async fn activate_secret(
+        &self,
+        organization: &OrganizationId,
+        secret_id: Uuid,
+    ) -> Result<Activation, Error> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        if !lock_integration(&txn, organization, now).await? {
+            txn.rollback().await?;
+            return Ok(Activation::NoIntegration);
+        }
+
+        let state = secret::Entity::find_by_id(secret_id)
+            .filter(secret::Column::OrganizationId.eq(organization.as_str()))
+            .one(&txn)
+            .await?
+            .map(|row| row.state);
+        let unchanged = match state {
+            Some(SecretState::Pending) => None,
+            Some(SecretState::Active) => Some(Activation::AlreadyActive),
+            Some(other) => Some(Activation::NoLongerPending(other)),
+            None => {
+                return Err(Error::internal(format!(
+                    "secret {secret_id} vanished from organization {organization}"
+                )));
+            }
+        };
+        if let Some(unchanged) = unchanged {
+            txn.rollback().await?;
+            return Ok(unchanged);
+        }
+
+        let revoked = find_in_state(&txn, organization, SecretState::Active).await?;
+        if let Some(old) = revoked {
+            // Before the activation below: the one-active-per-organization
+            // index would refuse two ACTIVE rows even within the transaction.
+            set_state(&txn, old, SecretState::Revoked, now).await?;
+        }
+        set_state(&txn, secret_id, SecretState::Active, now).await?;
+
+        let integration = load_integration(&txn, organization)
+            .await?
+            .ok_or_else(|| Error::internal("the locked integration vanished"))?;
+        txn.commit().await?;
+        Ok(Activation::Activated {
+            integration: Box::new(integration),
+            revoked,
+        })
+    }
+}
+
+/// Touches the organization's row, which locks it until the transaction
+/// ends. `false` when there is no such integration.
+async fn lock_integration(
+    txn: &DatabaseTransaction,
+    organization: &OrganizationId,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let touched = integration::Entity::update_many()
+        .set(integration::ActiveModel {
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .filter(integration::Column::OrganizationId.eq(organization.as_str()))
+        .exec(txn)
+        .await?;
+    Ok(touched.rows_affected == 1)
+}
+
+/// The id of the organization's secret in `state` (ACTIVE or PENDING, of
+/// which there is at most one each).
+async fn find_in_state(
+    txn: &DatabaseTransaction,
+    organization: &OrganizationId,
+    state: SecretState,
+) -> Result<Option<Uuid>, Error> {
+    let id = secret::Entity::find()
+        .filter(secret::Column::OrganizationId.eq(organization.as_str()))
+        .filter(secret::Column::State.eq(state))
+        .select_only()
+        .column(secret::Column::Id)
+        .into_tuple::<Uuid>()
+        .one(txn)
+        .await?;
+    Ok(id)
+}
+
+/// Moves a secret to `state`, stamping the matching time.
+async fn set_state(
+    txn: &DatabaseTransaction,
+    secret_id: Uuid,
+    state: SecretState,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let mut change = secret::ActiveModel {
+        state: Set(state),
+        ..Default::default()
+    };
+    match state {
+        SecretState::Active => change.activated_at = Set(Some(now)),
+        SecretState::Revoked | SecretState::Discarded => change.revoked_at = Set(Some(now)),
+        SecretState::Pending => {}
+    }
+    secret::Entity::update_many()
+        .set(change)
+        .filter(secret::Column::Id.eq(secret_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
