@@ -1,0 +1,12 @@
+//! Integration tests: the real server on a free port, called through the
+//! generated tonic client, on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod activate_secret;
+mod create_integration;
+mod generate_secret;
+mod get_integration;
+mod service;
+mod validate_client;
+mod wire;
