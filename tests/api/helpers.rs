@@ -333,9 +333,7 @@ impl TestDatabase {
                 })
             }
             Backend::Postgres => {
-                let Some(admin_url) = postgres_url() else {
-                    return None;
-                };
+                let admin_url = postgres_url()?;
                 let name = format!("integration_test_{}", uuid::Uuid::new_v4().simple());
                 let admin = Database::connect(&admin_url)
                     .await
