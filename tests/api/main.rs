@@ -10,6 +10,7 @@ mod activate_secret;
 mod create_integration;
 mod generate_secret;
 mod get_integration;
+mod process;
 mod service;
 mod validate_client;
 mod wire;
