@@ -99,12 +99,19 @@ impl Application {
                 .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let routes = Routes::new(health_service)
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?)
+        // Every service gets the same decode limit: none of them needs
+        // tonic's 4 MiB default, and each would otherwise buffer that much.
+        let limit = settings.max_message_bytes;
+        let routes = Routes::new(health_service.max_decoding_message_size(limit))
+            .add_service(reflection().build_v1()?.max_decoding_message_size(limit))
+            .add_service(
+                reflection()
+                    .build_v1alpha()?
+                    .max_decoding_message_size(limit),
+            )
             .add_service(
                 IntegrationServiceServer::new(IntegrationApi::new(Arc::new(integrations)))
-                    .max_decoding_message_size(settings.max_message_bytes),
+                    .max_decoding_message_size(limit),
             );
 
         let listener =

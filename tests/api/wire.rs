@@ -133,3 +133,23 @@ async fn an_unknown_method_is_unimplemented() {
         .expect_err("refused");
     assert_eq!(status.code(), Code::Unimplemented);
 }
+
+#[tokio::test]
+async fn health_and_reflection_have_the_same_size_limit() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    let mut health = HealthClient::new(app.channel().await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "x".repeat(1024 * 1024),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health keeps answering");
+}
