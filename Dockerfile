@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+#
+# docker build -t integration-service .
+# docker run -p 50051:50051 -v integration-data:/data integration-service
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+# The cache mounts keep the registry and build artefacts between builds.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin integration-service \
+    && cp target/release/integration-service /integration-service \
+    && mkdir /data
+
+# glibc and libgcc, nothing else: no shell, no package manager.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /integration-service /usr/local/bin/integration-service
+COPY --from=build --chown=nonroot:nonroot /data /data
+ENV INTEGRATION_LISTEN=0.0.0.0:50051 \
+    DATABASE_URL=sqlite:///data/integration-service.db?mode=rwc \
+    INTEGRATION_LOG_FORMAT=json
+VOLUME /data
+EXPOSE 50051
+USER nonroot
+ENTRYPOINT ["/usr/local/bin/integration-service"]
+CMD ["serve"]
