@@ -1,6 +1,5 @@
 //! Reading and creating integrations, and the gateway's lookup.
 
-use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
     RelationTrait, TryInsertResult,
@@ -19,7 +18,7 @@ impl Store {
         organization: &OrganizationId,
         client_id: &ClientId,
     ) -> Result<Option<Integration>, Error> {
-        let now = Utc::now();
+        let now = super::now();
         let row = integration::ActiveModel {
             organization_id: Set(organization.as_str().to_owned()),
             client_id: Set(client_id.as_str().to_owned()),

@@ -148,6 +148,14 @@ impl Store {
     }
 }
 
+/// The current time at the precision every backend keeps (PostgreSQL
+/// stores microseconds), so that what a call returns equals what a later
+/// read of the same row returns.
+fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 impl From<DbErr> for Error {
     fn from(error: DbErr) -> Self {
         if is_transient(&error) {

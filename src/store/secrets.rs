@@ -57,7 +57,7 @@ impl Store {
         organization: &OrganizationId,
         new: NewSecret,
     ) -> Result<Option<Generated>, Error> {
-        let now = Utc::now();
+        let now = super::now();
         let txn = self.db.begin().await?;
         if !lock_integration(&txn, organization, now).await? {
             txn.rollback().await?;
@@ -107,7 +107,7 @@ impl Store {
         organization: &OrganizationId,
         secret_id: Uuid,
     ) -> Result<Activation, Error> {
-        let now = Utc::now();
+        let now = super::now();
         let txn = self.db.begin().await?;
         if !lock_integration(&txn, organization, now).await? {
             txn.rollback().await?;

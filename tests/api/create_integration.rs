@@ -22,7 +22,7 @@ on_every_backend! {
         assert!(!id.contains("org-new"), "client ID {id:?} is not derived from the organization");
 
         let read = app.get("org-new").await.expect("readable");
-        assert_eq!(read.client_id, integration.client_id, "GetIntegration agrees");
+        assert_eq!(read, integration, "GetIntegration returns what creation returned");
     }
 }
 

@@ -17,7 +17,7 @@ on_every_backend! {
         assert!(!secret.id.is_empty());
 
         let integration = app.get("org-gen").await.expect("readable");
-        assert_eq!(integration.pending_secret.map(|s| s.id), Some(secret.id));
+        assert_eq!(integration.pending_secret, Some(secret), "GetIntegration shows what was returned");
         assert!(integration.active_secret.is_none(), "nothing is active before activation");
     }
 }
