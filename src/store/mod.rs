@@ -88,11 +88,15 @@ const MIGRATION_LOCK: i64 = 0x6361_735f_6d69_6772; // "cas_migr"
 impl Store {
     /// Opens a pool on `options.url`: `sqlite://…` or `postgres://…`.
     ///
+    /// The password is taken out of the URL and handed to the driver alone,
+    /// so that no log line or error message built from the URL can carry it.
+    ///
     /// SQLite runs in WAL mode (readers never wait for the writer), waits up
     /// to five seconds for a busy writer, syncs every commit to disk, and
     /// enforces foreign keys.
     pub async fn connect(options: &StoreOptions) -> Result<Self, DbErr> {
-        let mut connect = ConnectOptions::new(options.url.clone());
+        let (url, password) = split_password(&options.url)?;
+        let mut connect = ConnectOptions::new(url);
         connect
             .max_connections(options.max_connections)
             .min_connections(1)
@@ -102,6 +106,10 @@ impl Store {
             // instead of failing the next call that draws it.
             .test_before_acquire(true)
             .sqlx_logging(false)
+            .map_sqlx_postgres_opts(move |postgres| match &password {
+                Some(password) => postgres.password(password),
+                None => postgres,
+            })
             .map_sqlx_sqlite_opts(|sqlite| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 sqlite
@@ -146,6 +154,25 @@ impl Store {
     pub async fn close(self) -> Result<(), DbErr> {
         self.db.close().await
     }
+}
+
+/// Splits a database URL into the URL without its password, fit for logs
+/// and error messages, and the password itself (percent-decoded).
+pub fn split_password(url: &str) -> Result<(String, Option<String>), DbErr> {
+    // url::ParseError names the fault, never the input.
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| DbErr::Custom(format!("the database URL is not a valid URL: {e}")))?;
+    let Some(encoded) = parsed.password().map(str::to_owned) else {
+        return Ok((url.to_owned(), None));
+    };
+    let password = percent_encoding::percent_decode_str(&encoded)
+        .decode_utf8()
+        .map_err(|_| DbErr::Custom("the database password is not UTF-8".into()))?
+        .into_owned();
+    parsed
+        .set_password(None)
+        .map_err(|()| DbErr::Custom("the database URL cannot hold a password".into()))?;
+    Ok((parsed.into(), Some(password)))
 }
 
 /// The current time at the precision every backend keeps (PostgreSQL
@@ -204,4 +231,39 @@ fn transient_code(code: &str) -> bool {
         // SQLite: SQLITE_BUSY and SQLITE_LOCKED, and their extended codes.
         | "5" | "6" | "261" | "262" | "517" | "773"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_leaves_the_url_and_is_decoded() {
+        let (url, password) = split_password(
+            "postgres://svc:p%40ss%2Fw0rd@db.internal:5432/integration?sslmode=require",
+        )
+        .expect("a valid URL");
+        assert_eq!(
+            url,
+            "postgres://svc@db.internal:5432/integration?sslmode=require"
+        );
+        assert_eq!(password.as_deref(), Some("p@ss/w0rd"));
+    }
+
+    #[test]
+    fn urls_without_a_password_are_unchanged() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/test",
+            "sqlite://data/integration-service.db?mode=rwc",
+            "sqlite:///var/lib/integration/db.sqlite",
+        ] {
+            assert_eq!(split_password(url).expect("valid"), (url.to_owned(), None));
+        }
+    }
+
+    #[test]
+    fn an_unparseable_url_is_refused_without_repeating_it() {
+        let error = split_password("postgres://svc:hunter2@db:notaport/x").expect_err("invalid");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
 }

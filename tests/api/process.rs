@@ -103,11 +103,26 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Vec<
     });
 }
 
+const DATABASE_PASSWORD: &str = "db-Pa55word-of-the-test";
+
+fn with_password(url: &str, password: &str) -> String {
+    let mut url = url::Url::parse(url).expect("a database URL");
+    url.set_password(Some(password))
+        .expect("a URL that can hold a password");
+    url.into()
+}
+
 async fn no_secret_reaches_the_log(backend: Backend) {
     let Some(database) = TestDatabase::create(backend).await else {
         return;
     };
-    let server = ServerProcess::start(&database.url, &[]).await;
+    // The test server trusts local connections, so a password is accepted
+    // and ignored: it is here to show that it never reaches the log.
+    let url = match backend {
+        Backend::Postgres => with_password(&database.url, DATABASE_PASSWORD),
+        Backend::Sqlite => database.url.clone(),
+    };
+    let server = ServerProcess::start(&url, &[]).await;
     let mut client = server.client().await;
     let org = "org-logs".to_owned();
 
@@ -199,6 +214,10 @@ async fn no_secret_reaches_the_log(backend: Backend) {
             );
         }
     }
+    assert!(
+        !log.contains(DATABASE_PASSWORD),
+        "the database password is in the log"
+    );
     for hash in &stored_hashes {
         let digest = hash.rsplit('$').next().expect("a PHC string");
         assert!(!log.contains(digest), "a stored hash is in the log");
@@ -298,4 +317,29 @@ async fn settings_that_would_weaken_hashing_stop_the_start() {
     assert!(!output.status.success(), "it must refuse to start");
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(said.contains("at least m=19456"), "it says why: {said}");
+}
+
+#[tokio::test]
+async fn a_malformed_database_url_is_refused_without_repeating_its_password() {
+    let output = Command::new(BINARY)
+        .args(["--listen", "127.0.0.1:0"])
+        .env(
+            "DATABASE_URL",
+            format!("postgres://svc:{DATABASE_PASSWORD}@db:notaport/x"),
+        )
+        .env("RUST_LOG", "trace")
+        .output()
+        .await
+        .expect("the binary runs");
+    assert!(!output.status.success(), "it must refuse to start");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("not a valid URL"), "it says why: {said}");
+    assert!(
+        !said.contains(DATABASE_PASSWORD),
+        "it repeats the password: {said}"
+    );
 }
