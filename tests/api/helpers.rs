@@ -6,7 +6,12 @@
 //! `TEST_DATABASE_URL` names a server (`postgres://postgres@127.0.0.1:5432/test`):
 //! each test gets a database of its own there, dropped at the end.
 
-use std::{io::Write, net::SocketAddr, sync::Once, time::Duration};
+use std::{
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Once},
+    time::Duration,
+};
 
 use integration_service::{
     domain::{DomainName, HashParams},
@@ -59,20 +64,32 @@ pub struct TestApp {
     pub client: IntegrationServiceClient<Channel>,
     /// The server's own store, for inspecting the tables.
     pub store: Store,
-    pub database: TestDatabase,
+    /// Shared with replicas and restarts; dropped with the last of them.
+    pub database: Arc<TestDatabase>,
+    settings: Settings,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 /// Starts the service on a fresh database of `backend`. `None` when the
 /// backend is PostgreSQL and `TEST_DATABASE_URL` is unset.
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
-    let database = TestDatabase::create(backend).await?;
-    Some(start(database).await)
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Like [`spawn_app`], with settings changed by `adjust` first.
+pub async fn spawn_app_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
+    let database = Arc::new(TestDatabase::create(backend).await?);
+    let mut settings = settings(&database.url);
+    adjust(&mut settings);
+    Some(start(database, settings).await)
 }
 
 /// Starts the service on `database`, which may already hold data.
-async fn start(database: TestDatabase) -> TestApp {
-    let app = Application::build(settings(&database.url))
+async fn start(database: Arc<TestDatabase>, settings: Settings) -> TestApp {
+    let app = Application::build(settings.clone())
         .await
         .expect("the service starts");
     let address = app.address();
@@ -93,6 +110,7 @@ async fn start(database: TestDatabase) -> TestApp {
         client,
         store,
         database,
+        settings,
         server: Some((stop, server)),
     }
 }
@@ -131,8 +149,12 @@ impl TestApp {
     /// Stops the server and starts a new one on the same database.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
-        let database = std::mem::replace(&mut self.database, TestDatabase::none());
-        start(database).await
+        start(self.database.clone(), self.settings.clone()).await
+    }
+
+    /// Starts a second server on the same database, as another replica.
+    pub async fn replica(&self) -> TestApp {
+        start(self.database.clone(), self.settings.clone()).await
     }
 
     /// A new connection to the server, for clients of other services.
@@ -350,15 +372,6 @@ impl TestDatabase {
                     _dir: None,
                 })
             }
-        }
-    }
-
-    fn none() -> Self {
-        Self {
-            backend: Backend::Sqlite,
-            url: String::new(),
-            postgres: None,
-            _dir: None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod create_integration;
 mod generate_secret;
 mod get_integration;
 mod process;
+mod races;
 mod service;
 mod validate_client;
 mod wire;

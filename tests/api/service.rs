@@ -6,7 +6,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, TestApp, expect_code, spawn_app};
+use crate::helpers::{Backend, TestApp, expect_code, spawn_app, spawn_app_with};
 use crate::on_every_backend;
 
 const SERVICE: &str = "centralauth.integration.v1.IntegrationService";
@@ -175,4 +175,54 @@ async fn wait_for_health(app: &TestApp, status: ServingStatus) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("health never reported {status:?}");
+}
+
+/// Hashing at 128 MiB and 10 passes takes about a second here: long enough to
+/// stop the server while a generation is in flight.
+async fn shutdown_finishes_the_calls_in_flight_and_refuses_new_ones(backend: Backend) {
+    let slow = integration_service::domain::HashParams::new(128 * 1024, 10, 1).expect("valid");
+    let Some(mut app) = spawn_app_with(backend, |settings| settings.hash_params = slow).await
+    else {
+        return;
+    };
+    app.create("org-shutdown").await.expect("created");
+    let in_flight = {
+        let mut client = app.client.clone();
+        tokio::spawn(async move {
+            client
+                .generate_secret(integration_service::proto::GenerateSecretRequest {
+                    organization_id: "org-shutdown".into(),
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.stop().await;
+    let response = in_flight.await.expect("the task completes");
+    let value = response
+        .expect("the call in flight completed")
+        .into_inner()
+        .client_secret;
+    assert!(
+        integration_service::domain::ClientSecret::parse(&value).is_ok(),
+        "and returned a whole secret"
+    );
+    assert!(
+        app.get("org-shutdown").await.is_err(),
+        "a stopped server takes no new calls"
+    );
+    let app = app.restart().await;
+    app.activate("org-shutdown", &value)
+        .await
+        .expect("the returned secret was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_calls_in_flight_on_sqlite() {
+    shutdown_finishes_the_calls_in_flight_and_refuses_new_ones(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_calls_in_flight_on_postgres() {
+    shutdown_finishes_the_calls_in_flight_and_refuses_new_ones(Backend::Postgres).await;
 }
