@@ -2,13 +2,15 @@
 //! variable, so the service configures the same way from a shell, a
 //! container or an orchestrator.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::{DomainName, HashParams};
+use crate::hashing::{HashingSettings, Priority};
 use crate::startup::Settings;
 use crate::store::StoreOptions;
+use crate::throttle::ThrottleSettings;
 
 /// CentralAuth's integration service: each organization's login domain,
 /// client ID and client secret.
@@ -80,6 +82,46 @@ struct ServeArgs {
     /// argon2id lanes for new secrets (at least 1).
     #[arg(long, env = "INTEGRATION_ARGON2_PARALLELISM", default_value_t = HashParams::MINIMUM.parallelism)]
     argon2_parallelism: u32,
+
+    /// Scheduling of the argon2 threads: `idle` runs them only on CPU that
+    /// requests leave free, so a flood of wrong secrets cannot slow cached
+    /// validations; `normal` lets them compete.
+    #[arg(long, env = "INTEGRATION_ARGON2_PRIORITY", value_enum, default_value_t = Priority::Idle)]
+    argon2_priority: Priority,
+
+    /// Calls that may wait for an argon2 thread; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "INTEGRATION_ARGON2_QUEUE", default_value_t = 256)]
+    argon2_queue: usize,
+
+    /// Milliseconds a call may wait for its hash or verify before it fails
+    /// UNAVAILABLE.
+    #[arg(long, env = "INTEGRATION_ARGON2_TIMEOUT_MS", default_value_t = 2_000)]
+    argon2_timeout_ms: u64,
+
+    /// Clients whose verified secret is cached, at most; also the number of
+    /// client IDs the throttle tracks.
+    #[arg(long, env = "INTEGRATION_CACHE_CAPACITY", default_value_t = 100_000)]
+    cache_capacity: u64,
+
+    /// Milliseconds a cached verification is trusted before it is checked
+    /// against the database again: the longest a revoked secret can validate
+    /// on a replica that missed the activation's notification.
+    #[arg(long, env = "INTEGRATION_CACHE_REVALIDATE_MS", default_value_t = 500)]
+    cache_revalidate_ms: u64,
+
+    /// Cache misses per second allowed per client ID.
+    #[arg(long, env = "INTEGRATION_THROTTLE_CLIENT_PER_SECOND", default_value_t = nz(2))]
+    throttle_client_per_second: NonZeroU32,
+
+    /// Cache misses one client ID may make in a burst.
+    #[arg(long, env = "INTEGRATION_THROTTLE_CLIENT_BURST", default_value_t = nz(10))]
+    throttle_client_burst: NonZeroU32,
+
+    /// Cache misses per second allowed overall; by default twice what the
+    /// argon2 threads can verify, measured at start.
+    #[arg(long, env = "INTEGRATION_THROTTLE_OVERALL_PER_SECOND")]
+    throttle_overall_per_second: Option<NonZeroU32>,
 
     /// Seconds between database health probes.
     #[arg(long, env = "INTEGRATION_HEALTH_INTERVAL_SECS", default_value_t = 1)]
@@ -172,14 +214,28 @@ impl ServeArgs {
             self.argon2_parallelism,
         )
         .map_err(|e| e.0)?;
+        let threads = available_cores();
         Ok(Settings {
             listen: self.listen,
             database: self.database.store_options(),
             migrate: !self.no_migrate,
             default_domain: self.default_domain,
             max_message_bytes: self.max_message_bytes as usize,
-            hash_params,
-            hash_concurrency: available_cores(),
+            hashing: HashingSettings {
+                params: hash_params,
+                threads,
+                queue_capacity: self.argon2_queue.max(threads),
+                queue_timeout: Duration::from_millis(self.argon2_timeout_ms.max(1)),
+                priority: self.argon2_priority,
+            },
+            cache_capacity: self.cache_capacity,
+            cache_revalidate: Duration::from_millis(self.cache_revalidate_ms),
+            throttle: ThrottleSettings {
+                per_client_per_second: self.throttle_client_per_second,
+                per_client_burst: self.throttle_client_burst,
+                overall_per_second: self.throttle_overall_per_second,
+                tracked_clients: self.cache_capacity,
+            },
             health_interval: Duration::from_secs(self.health_interval_secs.max(1)),
         })
     }
@@ -210,6 +266,13 @@ pub fn sqlite_directory(url: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+const fn nz(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    }
+}
+
 /// Cores this process may use: the bound on concurrent argon2 work.
 fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -234,7 +297,9 @@ mod tests {
         assert_eq!(settings.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(settings.default_domain.as_str(), "centralauth.com");
         assert!(settings.migrate, "migrations apply at start by default");
-        assert_eq!(settings.hash_params, HashParams::MINIMUM);
+        assert_eq!(settings.hashing.params, HashParams::MINIMUM);
+        assert_eq!(settings.hashing.priority, Priority::Idle);
+        assert_eq!(settings.cache_revalidate, Duration::from_millis(500));
         // DATABASE_URL may be set in the environment of the test run.
         if std::env::var_os("DATABASE_URL").is_none() {
             assert_eq!(settings.database.url, DEFAULT_SQLITE_URL);

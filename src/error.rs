@@ -20,6 +20,12 @@ pub enum Error {
     /// The request is well formed but the state does not allow it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A quota or a queue is full: too many attempts, retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The service is too busy to answer in time; retrying later may work.
+    #[error("{0}")]
+    Overloaded(String),
     /// A dependency (the database) did not answer; retrying later may work.
     #[error("unavailable: {0}")]
     Unavailable(#[source] Cause),
@@ -44,7 +50,8 @@ impl Error {
             Self::NotFound(_) => Code::NotFound,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::Unavailable(_) => Code::Unavailable,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Overloaded(_) | Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -56,7 +63,9 @@ impl From<Error> for Status {
             Error::InvalidArgument(m)
             | Error::NotFound(m)
             | Error::AlreadyExists(m)
-            | Error::FailedPrecondition(m) => m.clone(),
+            | Error::FailedPrecondition(m)
+            | Error::ResourceExhausted(m)
+            | Error::Overloaded(m) => m.clone(),
             Error::Unavailable(_) => {
                 "the service's database is unavailable; retry with backoff".to_owned()
             }

@@ -7,8 +7,11 @@
 //! tonic ─▶ codec      (protobuf in, size limit: bad bytes become a status)
 //!       ─▶ grpc       (parse into domain types, one call, map the result)
 //!       ─▶ integrations (the operations: create, get, generate, activate, validate)
-//!            ├─▶ hashing (argon2id on blocking threads, bounded to the cores)
-//!            └─▶ store   (SeaORM on SQLite or PostgreSQL; one transaction per change)
+//!            ├─▶ cache    (ValidateClient: verified pairs, answered in microseconds)
+//!            ├─▶ throttle (ValidateClient: rations what the cache cannot answer)
+//!            ├─▶ hashing  (argon2id on threads of its own, one per core, idle priority)
+//!            └─▶ store    (SeaORM on SQLite or PostgreSQL; one transaction per change)
+//!                  └─▶ invalidation (activations on any replica empty every cache)
 //! ```
 //!
 //! # The modules
@@ -22,12 +25,18 @@
 //! - [`integrations`]: what each operation does, in domain terms.
 //! - [`domain`]: organization and client ids, secrets and their hashes,
 //!   each parsed once and trusted after.
-//! - [`hashing`]: where argon2id runs.
+//! - [`hashing`]: where argon2id runs, and how long a call may wait for it.
+//! - [`cache`]: successful verifications, so the gateway's hot path needs
+//!   neither argon2 nor the database.
+//! - [`throttle`]: per-client and overall limits on cache misses.
+//! - [`invalidation`]: PostgreSQL notifications that keep every replica's
+//!   cache honest.
 //! - [`store`]: the tables, every query, the transactions.
 //! - [`health`]: the health service, following the database.
 //! - [`error`]: the error type and its one mapping to a gRPC status.
 //! - [`proto`]: the generated contract.
 
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod domain;
@@ -36,7 +45,9 @@ pub mod grpc;
 pub mod hashing;
 pub mod health;
 pub mod integrations;
+pub mod invalidation;
 pub mod proto;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;

@@ -10,16 +10,19 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::util::MapResponseLayer;
 use tracing::info;
 
+use crate::cache::CredentialCache;
 use crate::codec::resource_exhausted_when_too_large;
 use crate::config::sqlite_directory;
-use crate::domain::{DomainName, HashParams};
+use crate::domain::DomainName;
 use crate::error::Error;
 use crate::grpc::IntegrationApi;
-use crate::hashing::Hasher;
+use crate::hashing::{Hasher, HashingSettings};
 use crate::health;
 use crate::integrations::Integrations;
+use crate::invalidation;
 use crate::proto::{self, integration_service_server::IntegrationServiceServer};
 use crate::store::{Store, StoreOptions};
+use crate::throttle::{Throttle, ThrottleSettings};
 
 /// Everything `serve` needs to know.
 #[derive(Debug, Clone)]
@@ -30,9 +33,14 @@ pub struct Settings {
     pub migrate: bool,
     pub default_domain: DomainName,
     pub max_message_bytes: usize,
-    pub hash_params: HashParams,
-    /// How many argon2 computations may run at once.
-    pub hash_concurrency: usize,
+    pub hashing: HashingSettings,
+    /// Clients whose verified secret is remembered (and whose cache misses
+    /// are tracked by the throttle), at most.
+    pub cache_capacity: u64,
+    /// How long a remembered verification is trusted before it is checked
+    /// against the database again.
+    pub cache_revalidate: Duration,
+    pub throttle: ThrottleSettings,
     pub health_interval: Duration,
 }
 
@@ -50,6 +58,8 @@ pub enum StartupError {
     Migrate(#[source] sea_orm::DbErr),
     #[error("cannot prepare argon2id: {0}")]
     Hasher(#[source] Error),
+    #[error("cannot key the credential cache: {0}")]
+    Cache(#[source] crate::domain::RandomUnavailable),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -64,6 +74,7 @@ pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
     store: Store,
+    cache: Arc<CredentialCache>,
     routes: Routes,
     health: HealthReporter,
     health_interval: Duration,
@@ -89,10 +100,31 @@ impl Application {
         if settings.migrate {
             store.migrate().await.map_err(StartupError::Migrate)?;
         }
-        let hasher = Hasher::new(settings.hash_params, settings.hash_concurrency)
+        let hasher = Hasher::start(&settings.hashing)
             .await
             .map_err(StartupError::Hasher)?;
-        let integrations = Integrations::new(store.clone(), hasher, settings.default_domain);
+        let cache = Arc::new(
+            CredentialCache::new(settings.cache_capacity, settings.cache_revalidate)
+                .map_err(StartupError::Cache)?,
+        );
+        let throttle = Throttle::new(
+            &settings.throttle,
+            settings.hashing.threads,
+            hasher.verify_time(),
+        );
+        info!(
+            verify_ms = hasher.verify_time().as_secs_f64() * 1e3,
+            threads = settings.hashing.threads,
+            cache_misses_per_second = throttle.overall_per_second().get(),
+            "argon2id ready"
+        );
+        let integrations = Integrations::new(
+            store.clone(),
+            hasher,
+            Arc::clone(&cache),
+            throttle,
+            settings.default_domain,
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -129,6 +161,7 @@ impl Application {
             listener,
             address,
             store,
+            cache,
             routes,
             health,
             health_interval: settings.health_interval,
@@ -156,10 +189,14 @@ impl Application {
         health::report(&reporter, ServingStatus::Serving).await;
         let probe =
             health::watch_database(self.store.clone(), reporter.clone(), self.health_interval);
+        let listener = invalidation::listen(&self.store, self.cache);
         let draining = async move {
             shutdown.await;
             info!("shutting down: refusing new calls, finishing those in flight");
             probe.abort();
+            if let Some(listener) = listener {
+                listener.abort();
+            }
             health::report(&reporter, ServingStatus::NotServing).await;
         };
 

@@ -15,7 +15,7 @@ pub use client_id::ClientId;
 pub use client_secret::{ClientSecret, MalformedSecret};
 pub use domain_name::DomainName;
 pub use organization_id::OrganizationId;
-pub use random::RandomUnavailable;
+pub use random::{RandomUnavailable, random_bytes};
 pub use secret_hash::{HashParams, SecretHash};
 pub use secret_state::SecretState;
 

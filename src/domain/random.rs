@@ -18,6 +18,13 @@ pub(crate) fn fill(out: &mut [u8]) -> Result<(), RandomUnavailable> {
     Ok(())
 }
 
+/// `N` bytes from the operating system's CSPRNG, for keys.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomUnavailable> {
+    let mut bytes = [0u8; N];
+    fill(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// `len` characters drawn uniformly from [`BASE62`], about 5.95 bits each.
 ///
 /// Bytes of 248 and above are rejected rather than reduced modulo 62, which

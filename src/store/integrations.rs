@@ -5,6 +5,8 @@ use sea_orm::{
     RelationTrait, TryInsertResult,
 };
 
+use uuid::Uuid;
+
 use super::schema::{integration, secret};
 use super::{ActiveCredentials, Integration, Store, StoredSecret};
 use crate::domain::{ClientId, OrganizationId, SecretHash, SecretState};
@@ -84,7 +86,7 @@ impl Store {
             .column(secret::Column::Hash)
             .column(integration::Column::OrganizationId)
             .column(integration::Column::CustomDomain)
-            .into_tuple::<(uuid::Uuid, String, String, Option<String>)>()
+            .into_tuple::<(Uuid, String, String, Option<String>)>()
             .one(&self.db)
             .await?;
         let Some((secret_id, hash, organization_id, custom_domain)) = row else {
@@ -96,6 +98,26 @@ impl Store {
             secret_id,
             hash: stored_hash(hash)?,
         }))
+    }
+}
+
+impl Store {
+    /// The id of the active secret of `client_id`: enough to tell whether a
+    /// remembered verification still holds.
+    pub async fn active_secret_id(&self, client_id: &ClientId) -> Result<Option<Uuid>, Error> {
+        let id = secret::Entity::find()
+            .join(
+                sea_orm::JoinType::InnerJoin,
+                secret::Relation::Integration.def(),
+            )
+            .filter(integration::Column::ClientId.eq(client_id.as_str()))
+            .filter(secret::Column::State.eq(SecretState::Active))
+            .select_only()
+            .column(secret::Column::Id)
+            .into_tuple::<Uuid>()
+            .one(&self.db)
+            .await?;
+        Ok(id)
     }
 }
 

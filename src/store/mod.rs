@@ -26,7 +26,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-pub use secrets::{Activation, Generated, NewSecret};
+pub use secrets::{Activation, Generated, NewSecret, SECRET_ACTIVATED};
 
 use crate::domain::{ClientId, OrganizationId, SecretHash, SecretState};
 use crate::error::Error;

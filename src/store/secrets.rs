@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QuerySelect, Statement, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -14,6 +14,10 @@ use super::schema::{integration, secret};
 use super::{Integration, Store, StoredSecret};
 use crate::domain::{OrganizationId, SecretHash, SecretState};
 use crate::error::Error;
+
+/// The PostgreSQL notification channel on which an activation announces the
+/// client ID whose active secret changed.
+pub const SECRET_ACTIVATED: &str = "integration_secret_activated";
 
 /// A secret about to be stored as PENDING.
 #[derive(Debug)]
@@ -145,6 +149,19 @@ impl Store {
         let integration = load_integration(&txn, organization)
             .await?
             .ok_or_else(|| Error::internal("the locked integration vanished"))?;
+        if self.backend() == DbBackend::Postgres {
+            // Delivered to every replica's listener when, and only if, the
+            // transaction commits (see crate::invalidation).
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify($1, $2)",
+                [
+                    SECRET_ACTIVATED.into(),
+                    integration.client_id.as_str().into(),
+                ],
+            ))
+            .await?;
+        }
         txn.commit().await?;
         Ok(Activation::Activated {
             integration: Box::new(integration),

@@ -9,15 +9,18 @@
 use std::{
     io::Write,
     net::SocketAddr,
+    num::NonZeroU32,
     sync::{Arc, Once},
     time::Duration,
 };
 
 use integration_service::{
     domain::{DomainName, HashParams},
+    hashing::{HashingSettings, Priority},
     proto::{self, integration_service_client::IntegrationServiceClient},
     startup::{Application, Settings},
     store::{Store, StoreOptions},
+    throttle::ThrottleSettings,
 };
 use sea_orm::{ConnectionTrait, Database};
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -128,8 +131,23 @@ pub fn settings(database_url: &str) -> Settings {
         migrate: true,
         default_domain: DomainName::parse(DEFAULT_DOMAIN).expect("a domain"),
         max_message_bytes: 16 * 1024,
-        hash_params: HashParams::MINIMUM,
-        hash_concurrency: 2,
+        hashing: HashingSettings {
+            params: HashParams::MINIMUM,
+            threads: 2,
+            queue_capacity: 256,
+            // The test suite keeps the machine busy; a hash may wait.
+            queue_timeout: Duration::from_secs(30),
+            priority: Priority::Normal,
+        },
+        cache_capacity: 1_000,
+        cache_revalidate: Duration::from_millis(500),
+        // Generous, so that only the tests of throttling meet it.
+        throttle: ThrottleSettings {
+            per_client_per_second: NonZeroU32::new(1_000).expect("non-zero"),
+            per_client_burst: NonZeroU32::new(1_000).expect("non-zero"),
+            overall_per_second: NonZeroU32::new(100_000),
+            tracked_clients: 1_000,
+        },
         health_interval: Duration::from_millis(200),
     }
 }
@@ -243,6 +261,26 @@ impl TestApp {
             .await
             .expect("ValidateClient answers")
             .valid
+    }
+
+    /// Polls until the pair no longer validates; panics if it still does
+    /// after `within`. Returns how long it took.
+    pub async fn becomes_invalid(
+        &self,
+        client_id: &str,
+        value: &str,
+        within: Duration,
+    ) -> Duration {
+        let started = std::time::Instant::now();
+        while self.is_valid(client_id, value).await {
+            assert!(
+                started.elapsed() < within,
+                "still valid {:?} after it was revoked",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        started.elapsed()
     }
 
     /// Creates an integration with an active secret; returns its client ID

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod activate_secret;
+mod cache;
 mod create_integration;
 mod generate_secret;
 mod get_integration;

@@ -20,7 +20,7 @@ use crate::helpers::{Backend, TestDatabase};
 const BINARY: &str = env!("CARGO_BIN_EXE_integration-service");
 
 /// A server process and everything it has written so far.
-struct ServerProcess {
+pub struct ServerProcess {
     child: Child,
     address: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
@@ -29,7 +29,7 @@ struct ServerProcess {
 impl ServerProcess {
     /// Starts `integration-service serve` with JSON logs of every level, on
     /// a free port, and waits until it says where it listens.
-    async fn start(database_url: &str, extra_args: &[&str]) -> Self {
+    pub async fn start(database_url: &str, extra_args: &[&str]) -> Self {
         let mut child = Command::new(BINARY)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
@@ -68,7 +68,7 @@ impl ServerProcess {
         panic!("the server never said it was serving");
     }
 
-    async fn client(&self) -> IntegrationServiceClient<tonic::transport::Channel> {
+    pub async fn client(&self) -> IntegrationServiceClient<tonic::transport::Channel> {
         IntegrationServiceClient::connect(format!("http://{}", self.address))
             .await
             .expect("connected")
@@ -76,7 +76,7 @@ impl ServerProcess {
 
     /// Sends SIGTERM and waits for the process to exit; returns everything it
     /// wrote.
-    async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().expect("still running");
         let killed = Command::new("kill")
             .args(["-TERM", &pid.to_string()])

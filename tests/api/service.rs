@@ -181,7 +181,7 @@ async fn wait_for_health(app: &TestApp, status: ServingStatus) {
 /// stop the server while a generation is in flight.
 async fn shutdown_finishes_the_calls_in_flight_and_refuses_new_ones(backend: Backend) {
     let slow = integration_service::domain::HashParams::new(128 * 1024, 10, 1).expect("valid");
-    let Some(mut app) = spawn_app_with(backend, |settings| settings.hash_params = slow).await
+    let Some(mut app) = spawn_app_with(backend, |settings| settings.hashing.params = slow).await
     else {
         return;
     };

@@ -1,0 +1,3 @@
+//! The load benchmark: see benches/README.md once it lands.
+
+fn main() {}

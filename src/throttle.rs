@@ -1,0 +1,165 @@
+//! Limits on the validations that the cache cannot answer.
+//!
+//! A validation that misses the cache costs a database read and an argon2
+//! verify, so misses are rationed: per client ID, so that no one client can
+//! use up the service's capacity, and overall, so that the queue in front of
+//! argon2 stays short. A refused attempt is answered `RESOURCE_EXHAUSTED` at
+//! once, for the price of a map lookup.
+//!
+//! Hits are never rationed: a client whose correct secret is already cached
+//! keeps validating however hard someone hammers its client ID with wrong
+//! values. Both limits apply alike to every well-formed client ID, known or
+//! not, so that the answers do not reveal which client IDs exist.
+
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::domain::ClientId;
+use crate::error::Error;
+
+/// An entry for a client ID that saw no miss for this long is dropped;
+/// its budget would be full again by then anyway.
+const IDLE_EXPIRY: Duration = Duration::from_secs(600);
+
+/// How many cache misses are admitted.
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    /// Misses per second per client ID, sustained.
+    pub per_client_per_second: NonZeroU32,
+    /// Misses one client ID may make at once before the rate applies.
+    pub per_client_burst: NonZeroU32,
+    /// Misses per second overall; `None` sets it from the measured cost of
+    /// one verify (see [`Throttle::new`]).
+    pub overall_per_second: Option<NonZeroU32>,
+    /// Client IDs tracked at once; beyond that the least used are forgotten.
+    pub tracked_clients: u64,
+}
+
+/// The two limits.
+pub struct Throttle {
+    per_client: moka::sync::Cache<String, Arc<DefaultDirectRateLimiter>>,
+    per_client_quota: Quota,
+    overall: DefaultDirectRateLimiter,
+    overall_per_second: NonZeroU32,
+}
+
+impl Throttle {
+    /// Builds the limits. Without an explicit overall rate, it admits twice
+    /// what `threads` argon2 threads can verify at `verify_time` each, with a
+    /// second's worth of burst: enough to keep every thread busy, not enough
+    /// to queue more than the deadline allows.
+    pub fn new(settings: &ThrottleSettings, threads: usize, verify_time: Duration) -> Self {
+        let overall_per_second = settings.overall_per_second.unwrap_or_else(|| {
+            let per_second = 2.0 * threads.max(1) as f64 / verify_time.as_secs_f64().max(1e-3);
+            NonZeroU32::new(per_second.ceil().min(f64::from(u32::MAX)) as u32)
+                .unwrap_or(NonZeroU32::MIN)
+        });
+        Self {
+            per_client: moka::sync::Cache::builder()
+                .max_capacity(settings.tracked_clients)
+                .time_to_idle(IDLE_EXPIRY)
+                .build(),
+            per_client_quota: Quota::per_second(settings.per_client_per_second)
+                .allow_burst(settings.per_client_burst),
+            overall: RateLimiter::direct(Quota::per_second(overall_per_second)),
+            overall_per_second,
+        }
+    }
+
+    /// The overall rate in force.
+    pub fn overall_per_second(&self) -> NonZeroU32 {
+        self.overall_per_second
+    }
+
+    /// Admits one cache miss for `client_id`, or refuses it.
+    pub fn admit(&self, client_id: &ClientId) -> Result<(), Error> {
+        let limiter = self.per_client.get_with_by_ref(client_id.as_str(), || {
+            Arc::new(RateLimiter::direct(self.per_client_quota))
+        });
+        if limiter.check().is_err() {
+            return Err(Error::ResourceExhausted(
+                "too many validations of this client ID could not be answered from cache; \
+                 retry later"
+                    .into(),
+            ));
+        }
+        if self.overall.check().is_err() {
+            return Err(Error::ResourceExhausted(
+                "the service is receiving more validations than it can verify; retry with backoff"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).expect("non-zero")
+    }
+
+    fn throttle(per_client_burst: u32, overall: Option<u32>) -> Throttle {
+        let settings = ThrottleSettings {
+            per_client_per_second: nz(1),
+            per_client_burst: nz(per_client_burst),
+            overall_per_second: overall.map(nz),
+            tracked_clients: 1_000,
+        };
+        Throttle::new(&settings, 2, Duration::from_millis(40))
+    }
+
+    #[test]
+    fn one_client_id_gets_its_burst_and_then_is_refused() {
+        let throttle = throttle(3, Some(1_000));
+        let client = ClientId::generate().expect("RNG");
+        for n in 0..3 {
+            assert!(
+                throttle.admit(&client).is_ok(),
+                "attempt {n} is within the burst"
+            );
+        }
+        let refused = throttle.admit(&client).expect_err("the fourth is refused");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        let other = ClientId::generate().expect("RNG");
+        assert!(
+            throttle.admit(&other).is_ok(),
+            "another client ID has its own budget"
+        );
+    }
+
+    #[test]
+    fn the_overall_limit_applies_across_client_ids() {
+        let throttle = throttle(100, Some(5));
+        let admitted = (0..50)
+            .filter(|_| throttle.admit(&ClientId::generate().expect("RNG")).is_ok())
+            .count();
+        assert_eq!(admitted, 5, "a second's worth of burst, then refusals");
+    }
+
+    #[test]
+    fn the_overall_rate_defaults_to_twice_the_measured_capacity() {
+        // 2 threads at 40 ms per verify: 50 a second; twice that is 100.
+        let throttle = throttle(1, None);
+        assert_eq!(throttle.overall_per_second().get(), 100);
+    }
+
+    #[test]
+    fn the_number_of_tracked_client_ids_is_bounded() {
+        let settings = ThrottleSettings {
+            per_client_per_second: nz(1),
+            per_client_burst: nz(1),
+            overall_per_second: Some(nz(1_000_000)),
+            tracked_clients: 100,
+        };
+        let throttle = Throttle::new(&settings, 1, Duration::from_millis(40));
+        for _ in 0..2_000 {
+            let _ = throttle.admit(&ClientId::generate().expect("RNG"));
+        }
+        throttle.per_client.run_pending_tasks();
+        assert!(throttle.per_client.entry_count() <= 100);
+    }
+}

@@ -1,0 +1,247 @@
+//! The gateway's hot path: what the cache answers, when it stops, and the
+//! throttle in front of everything it cannot answer.
+
+use std::{num::NonZeroU32, time::Duration};
+
+use integration_service::{
+    domain::{ClientId, ClientSecret},
+    proto,
+};
+use tonic::Code;
+
+use crate::helpers::{Backend, TestApp, TestDatabase, spawn_app_with};
+use crate::on_every_backend;
+use crate::process::ServerProcess;
+
+on_every_backend! {
+    async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica(app: TestApp) {
+        let (client_id, old) = app.ready("org-hot").await;
+        for _ in 0..3 {
+            assert!(app.is_valid(&client_id, &old).await, "warm");
+        }
+        let (new, _) = app.generate("org-hot").await.expect("generated");
+        assert!(app.is_valid(&client_id, &old).await, "a pending secret changes nothing");
+        app.activate("org-hot", &new).await.expect("activated");
+        assert!(!app.is_valid(&client_id, &old).await, "revoked at once, cached or not");
+        assert!(app.is_valid(&client_id, &new).await);
+    }
+}
+
+/// Two server processes on one database; the second holds the first secret
+/// warm while the first rotates it. Returns how long the second took to
+/// stop accepting the revoked secret.
+async fn another_replica_stops_accepting(
+    backend: Backend,
+    second_replica_args: &[&str],
+) -> Option<Duration> {
+    let database = TestDatabase::create(backend).await?;
+    let first = ServerProcess::start(&database.url, &[]).await;
+    let second = ServerProcess::start(&database.url, second_replica_args).await;
+    let (mut admin, mut gateway) = (first.client().await, second.client().await);
+    let org = || "org-two-replicas".to_owned();
+
+    let client_id = admin
+        .create_integration(proto::CreateIntegrationRequest {
+            organization_id: org(),
+        })
+        .await
+        .expect("created")
+        .into_inner()
+        .integration
+        .expect("an integration")
+        .client_id;
+    let generate = |_: ()| proto::GenerateSecretRequest {
+        organization_id: org(),
+    };
+    let activate = |value: &str| proto::ActivateSecretRequest {
+        organization_id: org(),
+        client_secret: value.to_owned(),
+    };
+    let old = admin
+        .generate_secret(generate(()))
+        .await
+        .expect("generated")
+        .into_inner()
+        .client_secret;
+    admin
+        .activate_secret(activate(&old))
+        .await
+        .expect("activated");
+    let validate = |value: &str| proto::ValidateClientRequest {
+        client_id: client_id.clone(),
+        client_secret: value.to_owned(),
+    };
+    for _ in 0..3 {
+        let answer = gateway
+            .validate_client(validate(&old))
+            .await
+            .expect("answered");
+        assert!(answer.into_inner().valid, "warm on the second replica");
+    }
+
+    let new = admin
+        .generate_secret(generate(()))
+        .await
+        .expect("generated")
+        .into_inner()
+        .client_secret;
+    admin
+        .activate_secret(activate(&new))
+        .await
+        .expect("activated");
+    let activated = std::time::Instant::now();
+    loop {
+        let answer = gateway
+            .validate_client(validate(&old))
+            .await
+            .expect("answered");
+        if !answer.into_inner().valid {
+            break;
+        }
+        assert!(
+            activated.elapsed() < Duration::from_secs(5),
+            "the old secret never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = activated.elapsed();
+    let answer = gateway
+        .validate_client(validate(&new))
+        .await
+        .expect("answered");
+    assert!(
+        answer.into_inner().valid,
+        "the new secret validates on the second replica"
+    );
+    first.terminate().await;
+    second.terminate().await;
+    Some(took)
+}
+
+/// On PostgreSQL the activation's notification reaches the other replica:
+/// its revalidation interval is set to a minute here, so only the
+/// notification can make it stop within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_postgresql_replica_stops_accepting_a_revoked_secret_within_a_second() {
+    let Some(took) =
+        another_replica_stops_accepting(Backend::Postgres, &["--cache-revalidate-ms", "60000"])
+            .await
+    else {
+        return;
+    };
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+/// SQLite has no notifications: another process sharing the file stops at
+/// its revalidation interval (300 ms here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_sqlite_process_stops_accepting_a_revoked_secret_within_its_interval() {
+    let took = another_replica_stops_accepting(Backend::Sqlite, &["--cache-revalidate-ms", "300"])
+        .await
+        .expect("SQLite is always available");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+fn strict_throttle(settings: &mut integration_service::startup::Settings) {
+    settings.throttle.per_client_per_second = NonZeroU32::MIN;
+    settings.throttle.per_client_burst = NonZeroU32::new(3).expect("non-zero");
+    settings.throttle.overall_per_second = NonZeroU32::new(8);
+}
+
+async fn throttling_refuses_floods_but_never_a_warm_client(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, strict_throttle).await else {
+        return;
+    };
+    let (client_id, value) = app.ready("org-flooded").await;
+    assert!(
+        app.is_valid(&client_id, &value).await,
+        "warm: one cache miss, admitted"
+    );
+
+    let wrong = || ClientSecret::generate().expect("RNG").expose().to_owned();
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(
+            app.validate(&client_id, &wrong())
+                .await
+                .map(|r| r.valid)
+                .map_err(|s| s.code()),
+        );
+    }
+    assert_eq!(
+        codes.iter().filter(|c| **c == Ok(false)).count(),
+        2,
+        "the rest of the burst: {codes:?}"
+    );
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|c| **c == Err(Code::ResourceExhausted))
+            .count(),
+        4,
+        "then refusals: {codes:?}"
+    );
+    assert!(
+        app.is_valid(&client_id, &value).await,
+        "the warm client is never refused"
+    );
+
+    // An unknown client ID is throttled exactly like a known one.
+    let (other_client, _) = app.ready("org-flooded-too").await;
+    let unknown = ClientId::generate().expect("RNG");
+    let flood = |id: String| {
+        let app = &app;
+        async move {
+            let mut codes = Vec::new();
+            for _ in 0..6 {
+                let answer = app.validate(&id, &wrong()).await;
+                codes.push(answer.map(|r| r.valid).map_err(|s| s.code()));
+            }
+            codes
+        }
+    };
+    let known_codes = flood(other_client).await;
+    let unknown_codes = flood(unknown.as_str().to_owned()).await;
+    assert_eq!(
+        known_codes.iter().filter(|c| **c == Ok(false)).count(),
+        3,
+        "{known_codes:?}"
+    );
+    assert_eq!(
+        unknown_codes, known_codes,
+        "known and unknown client IDs are throttled alike"
+    );
+
+    // Many client IDs exhaust the overall limit (8 a second).
+    let mut refused = 0;
+    for _ in 0..20 {
+        let fresh = ClientId::generate().expect("RNG");
+        if let Err(status) = app.validate(fresh.as_str(), &wrong()).await {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 10, "only {refused} of 20 refused");
+    assert!(
+        app.is_valid(&client_id, &value).await,
+        "the warm client is still never refused"
+    );
+    let malformed = app
+        .validate(&client_id, "cas_short")
+        .await
+        .expect("answered");
+    assert!(
+        !malformed.valid,
+        "malformed values cost nothing and are not throttled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_refuses_floods_but_never_a_warm_client_on_sqlite() {
+    throttling_refuses_floods_but_never_a_warm_client(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_refuses_floods_but_never_a_warm_client_on_postgres() {
+    throttling_refuses_floods_but_never_a_warm_client(Backend::Postgres).await;
+}
