@@ -6,7 +6,14 @@
 //! saying how it went and how long it took. No handler logs a request or a
 //! response: several carry a secret value.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use prost_types::Timestamp;
 use tonic::{Code, Request, Response, Status};
@@ -25,11 +32,33 @@ pub const MAX_CREDENTIAL_BYTES: usize = 256;
 /// The IntegrationService of the contract.
 pub struct IntegrationApi {
     integrations: Arc<Integrations>,
+    refusals: Refusals,
+}
+
+/// Counts the calls refused because the service was saturated (throttled,
+/// or argon2's queue full or too slow). Each is logged at DEBUG only, so that
+/// a flood of calls cannot also flood the log; their number is reported
+/// periodically instead (see `crate::startup`).
+#[derive(Debug, Clone, Default)]
+pub struct Refusals(Arc<AtomicU64>);
+
+impl Refusals {
+    /// The number of refusals since the last call.
+    pub fn take(&self) -> u64 {
+        self.0.swap(0, Ordering::Relaxed)
+    }
+
+    fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl IntegrationApi {
-    pub fn new(integrations: Arc<Integrations>) -> Self {
-        Self { integrations }
+    pub fn new(integrations: Arc<Integrations>, refusals: Refusals) -> Self {
+        Self {
+            integrations,
+            refusals,
+        }
     }
 
     fn integration(&self, integration: Integration) -> proto::Integration {
@@ -57,7 +86,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::CreateIntegrationRequest>,
     ) -> Result<Response<proto::CreateIntegrationResponse>, Status> {
-        respond(|_| Level::INFO, async {
+        self.respond(|_| Level::INFO, async {
             let organization = organization(request.into_inner().organization_id)?;
             let integration = self.integrations.create(&organization).await?;
             Ok(proto::CreateIntegrationResponse {
@@ -72,7 +101,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::GetIntegrationRequest>,
     ) -> Result<Response<proto::GetIntegrationResponse>, Status> {
-        respond(|_| Level::INFO, async {
+        self.respond(|_| Level::INFO, async {
             let organization = organization(request.into_inner().organization_id)?;
             let integration = self.integrations.get(&organization).await?;
             Ok(proto::GetIntegrationResponse {
@@ -87,7 +116,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::GenerateSecretRequest>,
     ) -> Result<Response<proto::GenerateSecretResponse>, Status> {
-        respond(|_| Level::INFO, async {
+        self.respond(|_| Level::INFO, async {
             let organization = organization(request.into_inner().organization_id)?;
             let (value, stored) = self.integrations.generate_secret(&organization).await?;
             Ok(proto::GenerateSecretResponse {
@@ -103,7 +132,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::ActivateSecretRequest>,
     ) -> Result<Response<proto::ActivateSecretResponse>, Status> {
-        respond(|_| Level::INFO, async {
+        self.respond(|_| Level::INFO, async {
             let request = request.into_inner();
             let organization = organization(request.organization_id)?;
             let value = credential("client_secret", &request.client_secret)?;
@@ -138,7 +167,7 @@ impl IntegrationService for IntegrationApi {
                 Level::INFO
             }
         };
-        respond(quiet_when_valid, async {
+        self.respond(quiet_when_valid, async {
             let client_id = credential("client_id", &request.client_id)?;
             let value = credential("client_secret", &request.client_secret)?;
             let validation = self.integrations.validate_client(client_id, value).await?;
@@ -186,32 +215,39 @@ fn credential<'a>(field: &str, value: &'a str) -> Result<&'a str, Error> {
     Ok(value)
 }
 
-/// Runs a handler's work, logs its one outcome event, and maps its error to
-/// the status the caller gets. `level` says how loud a success is.
-async fn respond<T>(
-    level: impl FnOnce(&T) -> Level,
-    work: impl Future<Output = Result<T, Error>>,
-) -> Result<Response<T>, Status> {
-    let started = Instant::now();
-    let result = work.await;
-    // Microsecond precision is plenty, and keeps the number readable.
-    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-    match &result {
-        Ok(response) if level(response) == Level::DEBUG => {
-            tracing::debug!(code = ?Code::Ok, latency_ms, "request completed");
+impl IntegrationApi {
+    /// Runs a handler's work, logs its one outcome event, and maps its error
+    /// to the status the caller gets. `level` says how loud a success is.
+    async fn respond<T>(
+        &self,
+        level: impl FnOnce(&T) -> Level,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = work.await;
+        // Microsecond precision is plenty, and keeps the number readable.
+        let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        match &result {
+            Ok(response) if level(response) == Level::DEBUG => {
+                tracing::debug!(code = ?Code::Ok, latency_ms, "request completed");
+            }
+            Ok(_) => tracing::info!(code = ?Code::Ok, latency_ms, "request completed"),
+            Err(error @ Error::Internal(_)) => {
+                tracing::error!(code = ?error.code(), latency_ms, error = %error, "request failed");
+            }
+            Err(error @ Error::Unavailable(_)) => {
+                tracing::warn!(code = ?error.code(), latency_ms, error = %error, "request failed");
+            }
+            Err(error @ (Error::ResourceExhausted(_) | Error::Overloaded(_))) => {
+                self.refusals.add();
+                tracing::debug!(code = ?error.code(), latency_ms, reason = %error, "request refused");
+            }
+            Err(error) => {
+                tracing::info!(code = ?error.code(), latency_ms, reason = %error, "request refused");
+            }
         }
-        Ok(_) => tracing::info!(code = ?Code::Ok, latency_ms, "request completed"),
-        Err(error @ Error::Internal(_)) => {
-            tracing::error!(code = ?error.code(), latency_ms, error = %error, "request failed");
-        }
-        Err(error @ Error::Unavailable(_)) => {
-            tracing::warn!(code = ?error.code(), latency_ms, error = %error, "request failed");
-        }
-        Err(error) => {
-            tracing::info!(code = ?error.code(), latency_ms, reason = %error, "request refused");
-        }
+        result.map(Response::new).map_err(Status::from)
     }
-    result.map(Response::new).map_err(Status::from)
 }
 
 fn secret(secret: StoredSecret) -> proto::Secret {

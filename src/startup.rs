@@ -15,7 +15,7 @@ use crate::codec::resource_exhausted_when_too_large;
 use crate::config::sqlite_directory;
 use crate::domain::DomainName;
 use crate::error::Error;
-use crate::grpc::IntegrationApi;
+use crate::grpc::{IntegrationApi, Refusals};
 use crate::hashing::{Hasher, HashingSettings};
 use crate::health;
 use crate::integrations::Integrations;
@@ -75,6 +75,7 @@ pub struct Application {
     address: SocketAddr,
     store: Store,
     cache: Arc<CredentialCache>,
+    refusals: Refusals,
     routes: Routes,
     health: HealthReporter,
     health_interval: Duration,
@@ -125,6 +126,7 @@ impl Application {
             throttle,
             settings.default_domain,
         );
+        let refusals = Refusals::default();
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -142,8 +144,11 @@ impl Application {
                     .max_decoding_message_size(limit),
             )
             .add_service(
-                IntegrationServiceServer::new(IntegrationApi::new(Arc::new(integrations)))
-                    .max_decoding_message_size(limit),
+                IntegrationServiceServer::new(IntegrationApi::new(
+                    Arc::new(integrations),
+                    refusals.clone(),
+                ))
+                .max_decoding_message_size(limit),
             );
 
         let listener =
@@ -162,6 +167,7 @@ impl Application {
             address,
             store,
             cache,
+            refusals,
             routes,
             health,
             health_interval: settings.health_interval,
@@ -190,10 +196,12 @@ impl Application {
         let probe =
             health::watch_database(self.store.clone(), reporter.clone(), self.health_interval);
         let listener = invalidation::listen(&self.store, self.cache);
+        let report = report_refusals(self.refusals);
         let draining = async move {
             shutdown.await;
             info!("shutting down: refusing new calls, finishing those in flight");
             probe.abort();
+            report.abort();
             if let Some(listener) = listener {
                 listener.abort();
             }
@@ -214,4 +222,27 @@ impl Application {
         info!("stopped");
         served
     }
+}
+
+/// How often the number of calls refused under load is logged.
+const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs, every [`REFUSALS_REPORTED_EVERY`], how many calls were refused
+/// because the service was saturated, if any were.
+fn report_refusals(refusals: Refusals) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(REFUSALS_REPORTED_EVERY);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let refused = refusals.take();
+            if refused > 0 {
+                tracing::warn!(
+                    refused,
+                    seconds = REFUSALS_REPORTED_EVERY.as_secs(),
+                    "calls refused under load (throttled, or argon2 saturated)"
+                );
+            }
+        }
+    })
 }
