@@ -25,7 +25,7 @@ use std::{
 };
 
 use integration_service::{
-    domain::{ClientSecret, HashParams, SecretHash},
+    domain::{ClientSecret, HashParams, Memory, SecretHash},
     proto::{self, integration_service_client::IntegrationServiceClient},
 };
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
@@ -319,15 +319,23 @@ fn measure_verify() -> VerifyReference {
     const SAMPLES: usize = 31;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let secret = ClientSecret::generate().expect("the OS RNG");
-    let hash = SecretHash::compute(&secret, HashParams::MINIMUM).expect("argon2id hashes");
+    // Memory reused between computations, as the server's threads do.
+    let mut memory = Memory::default();
+    let hash =
+        SecretHash::compute(&secret, HashParams::MINIMUM, &mut memory).expect("argon2id hashes");
     let params = hash.as_str().split('$').nth(3).unwrap_or("?").to_owned();
     for _ in 0..2 {
-        assert!(hash.matches(&secret).expect("argon2id verifies"));
+        assert!(
+            hash.matches(&secret, &mut memory)
+                .expect("argon2id verifies")
+        );
     }
     let mut times: Vec<Duration> = (0..SAMPLES)
         .map(|_| {
             let start = Instant::now();
-            let matched = hash.matches(&secret).expect("argon2id verifies");
+            let matched = hash
+                .matches(&secret, &mut memory)
+                .expect("argon2id verifies");
             let elapsed = start.elapsed();
             assert!(matched);
             elapsed
@@ -343,10 +351,17 @@ fn measure_verify() -> VerifyReference {
     let parallel = std::thread::scope(|scope| {
         for _ in 0..cores {
             scope.spawn(|| {
-                assert!(hash.matches(&secret).expect("argon2id verifies"));
+                let mut memory = Memory::default();
+                assert!(
+                    hash.matches(&secret, &mut memory)
+                        .expect("argon2id verifies")
+                );
                 barrier.wait();
                 for _ in 0..per_thread {
-                    assert!(hash.matches(&secret).expect("argon2id verifies"));
+                    assert!(
+                        hash.matches(&secret, &mut memory)
+                            .expect("argon2id verifies")
+                    );
                 }
                 barrier.wait();
             });

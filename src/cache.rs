@@ -29,6 +29,9 @@ use uuid::Uuid;
 
 use crate::domain::{ClientId, ClientSecret, OrganizationId, RandomUnavailable, random_bytes};
 
+/// An HMAC-SHA256 of a client ID and a secret under this process's key.
+pub type Fingerprint = [u8; 32];
+
 /// An entry nobody has used for this long is dropped to make room.
 const IDLE_EXPIRY: Duration = Duration::from_secs(600);
 
@@ -38,7 +41,7 @@ pub struct Verified {
     pub secret_id: Uuid,
     pub organization_id: OrganizationId,
     pub custom_domain: Option<String>,
-    mac: [u8; 32],
+    mac: Fingerprint,
     checked_at: Instant,
 }
 
@@ -122,7 +125,7 @@ impl CredentialCache {
         organization_id: OrganizationId,
         custom_domain: Option<String>,
     ) {
-        let mac = self.keyed(client_id, secret).finalize().into_bytes().into();
+        let mac = self.fingerprint(client_id, secret);
         self.store(
             epoch,
             client_id,
@@ -184,6 +187,12 @@ impl CredentialCache {
         if self.epoch() != epoch {
             self.entries.invalidate(client_id.as_str());
         }
+    }
+
+    /// The MAC of the pair: equal for equal pairs, and nothing else to
+    /// anyone without this process's key.
+    pub fn fingerprint(&self, client_id: &ClientId, secret: &ClientSecret) -> Fingerprint {
+        self.keyed(client_id, secret).finalize().into_bytes().into()
     }
 
     fn keyed(&self, client_id: &ClientId, secret: &ClientSecret) -> Hmac<Sha256> {

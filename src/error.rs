@@ -43,6 +43,21 @@ impl Error {
         Self::Unavailable(cause.into())
     }
 
+    /// A copy for every caller that waited on the same work: the same
+    /// variant and message; internal causes are carried as text.
+    pub fn shared(&self) -> Self {
+        match self {
+            Self::InvalidArgument(m) => Self::InvalidArgument(m.clone()),
+            Self::NotFound(m) => Self::NotFound(m.clone()),
+            Self::AlreadyExists(m) => Self::AlreadyExists(m.clone()),
+            Self::FailedPrecondition(m) => Self::FailedPrecondition(m.clone()),
+            Self::ResourceExhausted(m) => Self::ResourceExhausted(m.clone()),
+            Self::Overloaded(m) => Self::Overloaded(m.clone()),
+            Self::Unavailable(cause) => Self::unavailable(cause.to_string()),
+            Self::Internal(cause) => Self::internal(cause.to_string()),
+        }
+    }
+
     /// The gRPC code this error is answered with.
     pub fn code(&self) -> Code {
         match self {

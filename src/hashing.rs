@@ -25,7 +25,7 @@ use std::{
 
 use tokio::sync::oneshot;
 
-use crate::domain::{ClientSecret, HashParams, SecretHash};
+use crate::domain::{ClientSecret, HashParams, Memory, SecretHash};
 use crate::error::Error;
 
 /// How the argon2 threads are scheduled.
@@ -72,7 +72,8 @@ struct Pool {
     queue_timeout: Duration,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for an argon2 thread, given that thread's reusable memory.
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
 impl Hasher {
     /// Starts the threads and makes the decoy hash (one argon2id run, timed).
@@ -95,9 +96,10 @@ impl Hasher {
         let secret = ClientSecret::generate().map_err(Error::internal)?;
         let params = settings.params;
         let (decoy, verify_time) = pool
-            .run(move || {
+            .run(move |memory| {
                 let started = Instant::now();
-                let decoy = SecretHash::compute(&secret, params).map_err(Error::internal)?;
+                let decoy =
+                    SecretHash::compute(&secret, params, memory).map_err(Error::internal)?;
                 Ok((decoy, started.elapsed()))
             })
             .await?;
@@ -118,14 +120,16 @@ impl Hasher {
     pub async fn hash(&self, secret: ClientSecret) -> Result<SecretHash, Error> {
         let params = self.params;
         self.pool
-            .run(move || SecretHash::compute(&secret, params).map_err(Error::internal))
+            .run(move |memory| {
+                SecretHash::compute(&secret, params, memory).map_err(Error::internal)
+            })
             .await
     }
 
     /// Whether `secret` matches `hash`.
     pub async fn verify(&self, secret: ClientSecret, hash: SecretHash) -> Result<bool, Error> {
         self.pool
-            .run(move || hash.matches(&secret).map_err(Error::internal))
+            .run(move |memory| hash.matches(&secret, memory).map_err(Error::internal))
             .await
     }
 
@@ -140,17 +144,17 @@ impl Pool {
     /// Queues `work` for an argon2 thread and waits for its result.
     async fn run<T, F>(&self, work: F) -> Result<T, Error>
     where
-        F: FnOnce() -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&mut Memory) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
         let (done, result) = oneshot::channel();
         let span = tracing::Span::current();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |memory| {
             // The caller gave up (timed out, or its client went away).
             if done.is_closed() {
                 return;
             }
-            let _ = done.send(span.in_scope(work));
+            let _ = done.send(span.in_scope(|| work(memory)));
         });
         match self.jobs.try_send(job) {
             Ok(()) => {}
@@ -179,6 +183,9 @@ fn work(queue: &Mutex<Receiver<Job>>, priority: Priority) {
     if priority == Priority::Idle {
         lower_priority();
     }
+    // Reused by every computation on this thread: a fresh 19 MiB each time
+    // would cost page faults that show in every cold validation.
+    let mut memory = Memory::default();
     loop {
         let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = job else {
@@ -186,7 +193,7 @@ fn work(queue: &Mutex<Receiver<Job>>, priority: Priority) {
         };
         // A panic fails that one call (its result channel is dropped), not
         // the thread.
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
     }
 }
 
@@ -257,7 +264,7 @@ mod tests {
                 tokio::spawn(async move {
                     hasher
                         .pool
-                        .run(move || {
+                        .run(move |_| {
                             use std::sync::atomic::Ordering::SeqCst;
                             let now = running.fetch_add(1, SeqCst) + 1;
                             peak.fetch_max(now, SeqCst);
@@ -283,7 +290,7 @@ mod tests {
             .expect("hasher");
         let pool = hasher.pool.clone();
         let running = tokio::spawn(async move {
-            pool.run(|| {
+            pool.run(|_| {
                 std::thread::sleep(Duration::from_millis(800));
                 Ok(())
             })
@@ -291,10 +298,10 @@ mod tests {
         });
         // The one thread is busy for 800 ms; the queue has one slot.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let waiting = hasher.pool.run(|| Ok(()));
+        let waiting = hasher.pool.run(|_| Ok(()));
         let refused = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            hasher.pool.run(|| Ok(())).await
+            hasher.pool.run(|_| Ok(())).await
         };
         let (waiting, refused) = tokio::join!(waiting, refused);
         let code = |r: Result<(), Error>| r.err().map(|e| e.code());

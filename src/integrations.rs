@@ -1,11 +1,15 @@
 //! The Integration tab's operations and the gateway's check, in domain
 //! terms: what each RPC does once its input is parsed.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
+use tokio::sync::OnceCell;
 use tracing::{Span, info};
 
-use crate::cache::{CredentialCache, Lookup, Verified};
+use crate::cache::{CredentialCache, Fingerprint, Lookup, Verified};
 use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId};
 use crate::error::Error;
 use crate::hashing::Hasher;
@@ -19,12 +23,14 @@ pub struct Integrations {
     hasher: Hasher,
     cache: Arc<CredentialCache>,
     throttle: Throttle,
+    /// Verifications under way, by fingerprint of the pair.
+    in_flight: Mutex<HashMap<Fingerprint, Arc<SharedOutcome>>>,
     default_domain: DomainName,
 }
 
 /// The answer to a client check. Why a check failed is for the log only:
 /// the caller learns nothing but `valid = false`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Validation {
     Valid {
         organization_id: OrganizationId,
@@ -32,6 +38,10 @@ pub enum Validation {
     },
     Invalid(Rejection),
 }
+
+/// The outcome of one verification, awaited by every identical check that
+/// arrived while it ran.
+type SharedOutcome = OnceCell<Result<Validation, Error>>;
 
 /// Why a client check failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +77,7 @@ impl Integrations {
             hasher,
             cache,
             throttle,
+            in_flight: Mutex::default(),
             default_domain,
         }
     }
@@ -221,10 +232,14 @@ impl Integrations {
         Span::current().record("client_id", client_id.as_str());
 
         match self.cache.lookup(&client_id, &secret) {
-            Lookup::Fresh(verified) => return Ok(self.valid(&verified)),
+            Lookup::Fresh(verified) => {
+                Span::current().record("organization_id", verified.organization_id.as_str());
+                return Ok(self.valid(&verified));
+            }
             Lookup::Stale(verified) => {
                 let epoch = self.cache.epoch();
                 if self.store.active_secret_id(&client_id).await? == Some(verified.secret_id) {
+                    Span::current().record("organization_id", verified.organization_id.as_str());
                     self.cache.refresh(epoch, &client_id, &verified);
                     return Ok(self.valid(&verified));
                 }
@@ -233,20 +248,67 @@ impl Integrations {
             Lookup::Miss => {}
         }
 
-        self.throttle.admit(&client_id)?;
+        let validation = self.verify_once(&client_id, secret).await?;
+        if let Validation::Valid {
+            organization_id, ..
+        } = &validation
+        {
+            Span::current().record("organization_id", organization_id.as_str());
+        }
+        Ok(validation)
+    }
+
+    /// Verifies a pair the cache could not answer. Identical checks that
+    /// arrive while one is being verified wait for its answer instead of
+    /// verifying again: after a restart or a rotation, a gateway's burst of
+    /// checks of one client costs one argon2 verify, and uses one unit of the
+    /// client's throttle budget, not one each.
+    async fn verify_once(
+        &self,
+        client_id: &ClientId,
+        secret: ClientSecret,
+    ) -> Result<Validation, Error> {
+        let key = self.cache.fingerprint(client_id, &secret);
+        let shared = Arc::clone(
+            self.in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_default(),
+        );
+        let outcome = shared.get_or_init(|| self.verify(client_id, secret)).await;
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &shared)) {
+            in_flight.remove(&key);
+        }
+        match outcome {
+            Ok(validation) => Ok(validation.clone()),
+            Err(error) => Err(error.shared()),
+        }
+    }
+
+    /// The slow way: the throttle, one database read, one argon2 verify.
+    async fn verify(
+        &self,
+        client_id: &ClientId,
+        secret: ClientSecret,
+    ) -> Result<Validation, Error> {
+        self.throttle.admit(client_id)?;
         let epoch = self.cache.epoch();
-        let Some(credentials) = self.store.active_credentials(&client_id).await? else {
+        let Some(credentials) = self.store.active_credentials(client_id).await? else {
             self.hasher.verify_decoy(secret).await?;
             return Ok(Validation::Invalid(Rejection::NoActiveSecret));
         };
-        Span::current().record("organization_id", credentials.organization_id.as_str());
         if !self.hasher.verify(secret.clone(), credentials.hash).await? {
             return Ok(Validation::Invalid(Rejection::WrongSecret));
         }
         let domain = self.domain(credentials.custom_domain.as_deref()).to_owned();
         self.cache.remember(
             epoch,
-            &client_id,
+            client_id,
             &secret,
             credentials.secret_id,
             credentials.organization_id.clone(),
@@ -259,7 +321,6 @@ impl Integrations {
     }
 
     fn valid(&self, verified: &Verified) -> Validation {
-        Span::current().record("organization_id", verified.organization_id.as_str());
         Validation::Valid {
             organization_id: verified.organization_id.clone(),
             domain: self.domain(verified.custom_domain.as_deref()).to_owned(),
@@ -283,8 +344,12 @@ mod tests {
     use crate::store::StoreOptions;
     use crate::throttle::ThrottleSettings;
 
-    /// The operations over a fresh SQLite file, and their cache.
-    async fn integrations(dir: &tempfile::TempDir) -> (Integrations, Arc<CredentialCache>) {
+    /// The operations over a fresh SQLite file, and their cache, with a
+    /// per-client burst of `burst` cache misses.
+    async fn integrations(
+        dir: &tempfile::TempDir,
+        burst: u32,
+    ) -> (Integrations, Arc<CredentialCache>) {
         let store = Store::connect(&StoreOptions {
             url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()),
             max_connections: 4,
@@ -306,8 +371,8 @@ mod tests {
         let many = NonZeroU32::new(1_000).expect("non-zero");
         let throttle = Throttle::new(
             &ThrottleSettings {
-                per_client_per_second: many,
-                per_client_burst: many,
+                per_client_per_second: NonZeroU32::MIN,
+                per_client_burst: NonZeroU32::new(burst).expect("non-zero"),
                 overall_per_second: Some(many),
                 tracked_clients: 100,
             },
@@ -322,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn only_a_successful_validation_of_the_active_secret_enters_the_cache() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (integrations, cache) = integrations(&dir).await;
+        let (integrations, cache) = integrations(&dir, 1_000).await;
         let org = OrganizationId::parse("org-cache".into()).expect("valid");
         let client_id = integrations.create(&org).await.expect("created").client_id;
         let (pending, _) = integrations.generate_secret(&org).await.expect("generated");
@@ -366,5 +431,37 @@ mod tests {
             .await
             .expect("activated");
         assert!(cache.is_empty(), "an activation forgets the client");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identical_checks_that_arrive_together_share_one_verification() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // One cache miss per client ID: a second verification would be refused.
+        let (integrations, cache) = integrations(&dir, 1).await;
+        let integrations = Arc::new(integrations);
+        let org = OrganizationId::parse("org-burst".into()).expect("valid");
+        let client_id = integrations.create(&org).await.expect("created").client_id;
+        let (secret, _) = integrations.generate_secret(&org).await.expect("generated");
+        integrations
+            .activate_secret(&org, secret.expose())
+            .await
+            .expect("activated");
+        assert!(cache.is_empty());
+
+        let checks: Vec<_> = (0..16)
+            .map(|_| {
+                let (integrations, client_id, secret) =
+                    (Arc::clone(&integrations), client_id.clone(), secret.clone());
+                tokio::spawn(async move {
+                    integrations
+                        .validate_client(client_id.as_str(), secret.expose())
+                        .await
+                })
+            })
+            .collect();
+        for check in checks {
+            let validation = check.await.expect("join").expect("answered, not throttled");
+            assert!(matches!(validation, Validation::Valid { .. }));
+        }
     }
 }

@@ -13,7 +13,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::{DbBackend, sqlx::postgres::PgListener};
+use sea_orm::{
+    DbBackend, sqlx,
+    sqlx::postgres::{PgListener, PgPool},
+};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -23,39 +26,57 @@ use crate::store::{SECRET_ACTIVATED, Store};
 /// How long to wait before retrying a failed listener connection.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Starts listening for activations made by any replica, when the database
-/// can tell. The task runs until the returned handle is aborted.
-pub fn listen(store: &Store, cache: Arc<CredentialCache>) -> Option<JoinHandle<()>> {
+/// A connection listening for activations made by any replica.
+pub struct Subscription {
+    listener: PgListener,
+    pool: PgPool,
+}
+
+/// Starts listening, when the database can tell (PostgreSQL). Done before
+/// the service serves, so that nothing is cached before it listens.
+pub async fn subscribe(store: &Store) -> Result<Option<Subscription>, sqlx::Error> {
     if store.backend() != DbBackend::Postgres {
-        return None;
+        return Ok(None);
     }
     let pool = store.connection().get_postgres_connection_pool().clone();
-    Some(tokio::spawn(async move {
-        // Warn once per outage, not once per retry.
-        let mut warned = false;
-        loop {
-            let listening = match PgListener::connect_with(&pool).await {
-                Ok(mut listener) => listener.listen(SECRET_ACTIVATED).await.map(|()| listener),
-                Err(error) => Err(error),
-            };
-            match listening {
-                Ok(mut listener) => {
-                    // Whatever changed before this point went unheard.
-                    cache.forget_all();
-                    info!("listening for secret activations on other replicas");
-                    warned = false;
-                    follow(&mut listener, &cache).await;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(SECRET_ACTIVATED).await?;
+    Ok(Some(Subscription { listener, pool }))
+}
+
+impl Subscription {
+    /// Applies notifications to `cache` until the returned handle is
+    /// aborted, reconnecting whenever the connection fails.
+    pub fn follow(self, cache: Arc<CredentialCache>) -> JoinHandle<()> {
+        let Self { mut listener, pool } = self;
+        tokio::spawn(async move {
+            follow(&mut listener, &cache).await;
+            // Warn once per outage, not once per retry.
+            let mut warned = false;
+            loop {
+                cache.forget_all();
+                tokio::time::sleep(RETRY_AFTER).await;
+                let listening = match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => listener.listen(SECRET_ACTIVATED).await.map(|()| listener),
+                    Err(error) => Err(error),
+                };
+                match listening {
+                    Ok(mut listener) => {
+                        // Whatever changed while not listening went unheard.
+                        cache.forget_all();
+                        info!("listening again for secret activations on other replicas");
+                        warned = false;
+                        follow(&mut listener, &cache).await;
+                    }
+                    Err(error) if !warned => {
+                        warn!(%error, "cannot listen for secret activations; retrying");
+                        warned = true;
+                    }
+                    Err(_) => {}
                 }
-                Err(error) if !warned => {
-                    warn!(%error, "cannot listen for secret activations; retrying");
-                    warned = true;
-                }
-                Err(_) => {}
             }
-            cache.forget_all();
-            tokio::time::sleep(RETRY_AFTER).await;
-        }
-    }))
+        })
+    }
 }
 
 /// Applies notifications until the listener fails for good.

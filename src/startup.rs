@@ -19,7 +19,7 @@ use crate::grpc::{IntegrationApi, Refusals};
 use crate::hashing::{Hasher, HashingSettings};
 use crate::health;
 use crate::integrations::Integrations;
-use crate::invalidation;
+use crate::invalidation::{self, Subscription};
 use crate::proto::{self, integration_service_server::IntegrationServiceServer};
 use crate::store::{Store, StoreOptions};
 use crate::throttle::{Throttle, ThrottleSettings};
@@ -60,6 +60,8 @@ pub enum StartupError {
     Hasher(#[source] Error),
     #[error("cannot key the credential cache: {0}")]
     Cache(#[source] crate::domain::RandomUnavailable),
+    #[error("cannot listen for secret activations: {0}")]
+    Listen(#[source] sea_orm::sqlx::Error),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -75,6 +77,7 @@ pub struct Application {
     address: SocketAddr,
     store: Store,
     cache: Arc<CredentialCache>,
+    activations: Option<Subscription>,
     refusals: Refusals,
     routes: Routes,
     health: HealthReporter,
@@ -108,6 +111,9 @@ impl Application {
             CredentialCache::new(settings.cache_capacity, settings.cache_revalidate)
                 .map_err(StartupError::Cache)?,
         );
+        let activations = invalidation::subscribe(&store)
+            .await
+            .map_err(StartupError::Listen)?;
         let throttle = Throttle::new(
             &settings.throttle,
             settings.hashing.threads,
@@ -167,6 +173,7 @@ impl Application {
             address,
             store,
             cache,
+            activations,
             refusals,
             routes,
             health,
@@ -195,7 +202,9 @@ impl Application {
         health::report(&reporter, ServingStatus::Serving).await;
         let probe =
             health::watch_database(self.store.clone(), reporter.clone(), self.health_interval);
-        let listener = invalidation::listen(&self.store, self.cache);
+        let listener = self
+            .activations
+            .map(|subscription| subscription.follow(self.cache));
         let report = report_refusals(self.refusals);
         let draining = async move {
             shutdown.await;

@@ -65,7 +65,8 @@ impl ClientSecret {
         let Some(rest) = value.strip_prefix(Self::PREFIX) else {
             return Err(MalformedSecret::Prefix);
         };
-        if !rest.bytes().all(|b| BASE62.contains(&b)) {
+        // The base62 alphabet is exactly the ASCII letters and digits.
+        if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(MalformedSecret::Character);
         }
         let (body, sum) = value.split_at(Self::LEN - Self::CHECKSUM_LEN);

@@ -16,7 +16,7 @@ pub use client_secret::{ClientSecret, MalformedSecret};
 pub use domain_name::DomainName;
 pub use organization_id::OrganizationId;
 pub use random::{RandomUnavailable, random_bytes};
-pub use secret_hash::{HashParams, SecretHash};
+pub use secret_hash::{HashParams, Memory, SecretHash};
 pub use secret_state::SecretState;
 
 /// Why a caller's value was refused: the rule it breaks, in words a person

@@ -1,6 +1,9 @@
 use argon2::{
-    ARGON2ID_IDENT, Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier,
-    Version, password_hash,
+    ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{
+        self,
+        phc::{Output, ParamsString, Salt},
+    },
 };
 
 use super::{ClientSecret, Invalid, RandomUnavailable, random};
@@ -78,9 +81,14 @@ pub enum HashError {
 impl SecretHash {
     const SALT_LEN: usize = 16;
 
-    /// Hashes `secret` with argon2id at `params`. Takes tens of milliseconds
-    /// of one core: call it off the async runtime (see `crate::hashing`).
-    pub fn compute(secret: &ClientSecret, params: HashParams) -> Result<Self, HashError> {
+    /// Hashes `secret` with argon2id at `params`, in `memory`. Takes tens of
+    /// milliseconds of one core: call it off the async runtime (see
+    /// `crate::hashing`).
+    pub fn compute(
+        secret: &ClientSecret,
+        params: HashParams,
+        memory: &mut Memory,
+    ) -> Result<Self, HashError> {
         let mut salt = [0u8; Self::SALT_LEN];
         random::fill(&mut salt)?;
         let params = Params::new(
@@ -90,9 +98,15 @@ impl SecretHash {
             None,
         )
         .map_err(|e| HashError::Argon2(e.into()))?;
-        let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_with_salt(secret.expose().as_bytes(), &salt)
-            .map_err(HashError::Argon2)?;
+        let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        argon2id(secret, &salt, &params, &mut output, memory)?;
+        let phc = PasswordHash {
+            algorithm: ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(HashError::Argon2)?,
+            salt: Some(Salt::new(&salt).map_err(|e| HashError::Argon2(e.into()))?),
+            hash: Some(Output::new(&output).map_err(|e| HashError::Argon2(e.into()))?),
+        };
         Ok(Self(phc.to_string()))
     }
 
@@ -126,22 +140,56 @@ impl SecretHash {
         Ok(Self(phc))
     }
 
-    /// Whether `secret` is the value this hash was computed from. The final
-    /// comparison is constant-time; the cost is one argon2id computation, so
-    /// call it off the async runtime too.
-    pub fn matches(&self, secret: &ClientSecret) -> Result<bool, HashError> {
+    /// Whether `secret` is the value this hash was computed from, computed
+    /// in `memory`. The final comparison is constant-time; the cost is one
+    /// argon2id computation, so call it off the async runtime too.
+    pub fn matches(&self, secret: &ClientSecret, memory: &mut Memory) -> Result<bool, HashError> {
         let parsed = PasswordHash::new(&self.0).map_err(|e| HashError::Argon2(e.into()))?;
-        match Argon2::default().verify_password(secret.expose().as_bytes(), &parsed) {
-            Ok(()) => Ok(true),
-            Err(password_hash::Error::PasswordInvalid) => Ok(false),
-            Err(e) => Err(HashError::Argon2(e)),
-        }
+        let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+            return Err(HashError::Argon2(password_hash::Error::EncodingInvalid));
+        };
+        let params = Params::try_from(&parsed).map_err(HashError::Argon2)?;
+        let mut output = [0u8; Output::MAX_LENGTH];
+        let output = &mut output[..expected.len()];
+        argon2id(secret, salt, &params, output, memory)?;
+        // Output's equality is constant-time.
+        let computed = Output::new(output).map_err(|e| HashError::Argon2(e.into()))?;
+        Ok(&computed == expected)
     }
 
     /// The PHC string, for storage.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The memory argon2id fills: 1 KiB blocks, as many as the cost asks for.
+/// Kept by each hashing thread and reused, so that a computation does not
+/// fault in 19 MiB of fresh pages from the kernel every time.
+#[derive(Default)]
+pub struct Memory(Vec<Block>);
+
+/// Runs argon2id (v19) over `secret` and `salt` into `output`, growing
+/// `memory` if `params` needs more than it has.
+fn argon2id(
+    secret: &ClientSecret,
+    salt: &[u8],
+    params: &Params,
+    output: &mut [u8],
+    memory: &mut Memory,
+) -> Result<(), HashError> {
+    let blocks = params.block_count();
+    if memory.0.len() < blocks {
+        memory.0.resize(blocks, Block::default());
+    }
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(
+            secret.expose().as_bytes(),
+            salt,
+            output,
+            &mut memory.0[..blocks],
+        )
+        .map_err(|e| HashError::Argon2(e.into()))
 }
 
 impl std::fmt::Debug for SecretHash {
@@ -159,18 +207,21 @@ mod tests {
     }
 
     fn hash(secret: &ClientSecret) -> SecretHash {
-        SecretHash::compute(secret, HashParams::MINIMUM).expect("hashing works")
+        SecretHash::compute(secret, HashParams::MINIMUM, &mut Memory::default())
+            .expect("hashing works")
+    }
+
+    fn matches(hash: &SecretHash, secret: &ClientSecret) -> bool {
+        hash.matches(secret, &mut Memory::default())
+            .expect("verify runs")
     }
 
     #[test]
     fn a_hash_matches_its_secret_and_no_other() {
         let (right, wrong) = (secret(), secret());
         let hash = hash(&right);
-        assert!(hash.matches(&right).expect("verify runs"), "own secret");
-        assert!(
-            !hash.matches(&wrong).expect("verify runs"),
-            "another secret"
-        );
+        assert!(matches(&hash, &right), "own secret");
+        assert!(!matches(&hash, &wrong), "another secret");
     }
 
     #[test]
@@ -235,5 +286,35 @@ mod tests {
         }
         let accepted = format!("$argon2id$v=19$m=19456,t=2,p=1${salt_and_hash}");
         assert!(SecretHash::parse(accepted).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod compatibility {
+    use argon2::{PasswordHasher, PasswordVerifier};
+
+    use super::*;
+
+    #[test]
+    fn hashes_agree_with_the_argon2_crates_own_phc_functions() {
+        let secret = ClientSecret::generate().expect("RNG");
+        let mut memory = Memory::default();
+        // Ours, checked by the crate's verifier.
+        let ours = SecretHash::compute(&secret, HashParams::MINIMUM, &mut memory).expect("hash");
+        let parsed = PasswordHash::new(ours.as_str()).expect("PHC");
+        assert!(
+            Argon2::default()
+                .verify_password(secret.expose().as_bytes(), &parsed)
+                .is_ok()
+        );
+        // The crate's, checked by ours, with memory reused from the first.
+        let theirs = Argon2::default()
+            .hash_password_with_salt(secret.expose().as_bytes(), b"sixteen-byte-slt")
+            .expect("hash")
+            .to_string();
+        let theirs = SecretHash::parse(theirs).expect("argon2id at the floor");
+        assert!(theirs.matches(&secret, &mut memory).expect("verify"));
+        let other = ClientSecret::generate().expect("RNG");
+        assert!(!theirs.matches(&other, &mut memory).expect("verify"));
     }
 }
