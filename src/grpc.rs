@@ -17,9 +17,9 @@ use std::{
 
 use prost_types::Timestamp;
 use tonic::{Code, Request, Response, Status};
-use tracing::{Level, Span, field::Empty, instrument};
+use tracing::{Span, field::Empty, instrument};
 
-use crate::domain::{OrganizationId, SecretState};
+use crate::domain::{ClientId, OrganizationId, SecretState};
 use crate::error::Error;
 use crate::integrations::{Integrations, Validation};
 use crate::proto::{self, integration_service_server::IntegrationService};
@@ -86,7 +86,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::CreateIntegrationRequest>,
     ) -> Result<Response<proto::CreateIntegrationResponse>, Status> {
-        self.respond(|_| Level::INFO, async {
+        self.respond(async {
             let organization = organization(request.into_inner().organization_id)?;
             let integration = self.integrations.create(&organization).await?;
             Ok(proto::CreateIntegrationResponse {
@@ -101,7 +101,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::GetIntegrationRequest>,
     ) -> Result<Response<proto::GetIntegrationResponse>, Status> {
-        self.respond(|_| Level::INFO, async {
+        self.respond(async {
             let organization = organization(request.into_inner().organization_id)?;
             let integration = self.integrations.get(&organization).await?;
             Ok(proto::GetIntegrationResponse {
@@ -116,7 +116,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::GenerateSecretRequest>,
     ) -> Result<Response<proto::GenerateSecretResponse>, Status> {
-        self.respond(|_| Level::INFO, async {
+        self.respond(async {
             let organization = organization(request.into_inner().organization_id)?;
             let (value, stored) = self.integrations.generate_secret(&organization).await?;
             Ok(proto::GenerateSecretResponse {
@@ -132,7 +132,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::ActivateSecretRequest>,
     ) -> Result<Response<proto::ActivateSecretResponse>, Status> {
-        self.respond(|_| Level::INFO, async {
+        self.respond(async {
             let request = request.into_inner();
             let organization = organization(request.organization_id)?;
             let value = credential("client_secret", &request.client_secret)?;
@@ -147,49 +147,56 @@ impl IntegrationService for IntegrationApi {
         .await
     }
 
-    /// The gateway's hot path. A successful check logs at DEBUG, so that a
-    /// busy gateway does not flood the log; a failed one logs at INFO with
-    /// its reason.
-    #[instrument(
-        name = "ValidateClient",
-        skip_all,
-        fields(client_id = Empty, organization_id = Empty, outcome = Empty)
-    )]
+    /// The gateway's hot path, so it logs as little as it can: a
+    /// successful check at DEBUG, a failed one at INFO with its reason, with
+    /// the fields on the event itself (a span's fields are formatted when
+    /// they are recorded, even when nothing is logged).
+    #[instrument(name = "ValidateClient", level = "debug", skip_all)]
     async fn validate_client(
         &self,
         request: Request<proto::ValidateClientRequest>,
     ) -> Result<Response<proto::ValidateClientResponse>, Status> {
+        let started = Instant::now();
         let request = request.into_inner();
-        let quiet_when_valid = |response: &proto::ValidateClientResponse| {
-            if response.valid {
-                Level::DEBUG
-            } else {
-                Level::INFO
-            }
+        let validation = match (
+            credential("client_id", &request.client_id),
+            credential("client_secret", &request.client_secret),
+        ) {
+            (Ok(client_id), Ok(value)) => self.integrations.validate_client(client_id, value).await,
+            (Err(error), _) | (_, Err(error)) => Err(error),
         };
-        self.respond(quiet_when_valid, async {
-            let client_id = credential("client_id", &request.client_id)?;
-            let value = credential("client_secret", &request.client_secret)?;
-            let validation = self.integrations.validate_client(client_id, value).await?;
-            Ok(match validation {
-                Validation::Valid {
-                    organization_id,
+        let latency_ms = milliseconds_since(started);
+        let response = match validation {
+            Ok(Validation::Valid {
+                organization_id,
+                domain,
+            }) => {
+                tracing::debug!(
+                    client_id = %request.client_id,
+                    organization_id = %organization_id,
+                    latency_ms,
+                    "client validated"
+                );
+                proto::ValidateClientResponse {
+                    valid: true,
+                    organization_id: organization_id.as_str().to_owned(),
                     domain,
-                } => {
-                    Span::current().record("outcome", "valid");
-                    proto::ValidateClientResponse {
-                        valid: true,
-                        organization_id: organization_id.as_str().to_owned(),
-                        domain,
-                    }
                 }
-                Validation::Invalid(rejection) => {
-                    Span::current().record("outcome", rejection.as_str());
-                    proto::ValidateClientResponse::default()
-                }
-            })
-        })
-        .await
+            }
+            Ok(Validation::Invalid(rejection)) => {
+                // Only a well-formed client ID is safe to echo into the log.
+                let client_id = ClientId::parse(&request.client_id);
+                tracing::info!(
+                    client_id = client_id.as_ref().map_or("<malformed>", ClientId::as_str),
+                    outcome = rejection.as_str(),
+                    latency_ms,
+                    "client validation failed"
+                );
+                proto::ValidateClientResponse::default()
+            }
+            Err(error) => return Err(self.refuse(error, latency_ms)),
+        };
+        Ok(Response::new(response))
     }
 }
 
@@ -217,37 +224,48 @@ fn credential<'a>(field: &str, value: &'a str) -> Result<&'a str, Error> {
 
 impl IntegrationApi {
     /// Runs a handler's work, logs its one outcome event, and maps its error
-    /// to the status the caller gets. `level` says how loud a success is.
+    /// to the status the caller gets.
     async fn respond<T>(
         &self,
-        level: impl FnOnce(&T) -> Level,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let result = work.await;
-        // Microsecond precision is plenty, and keeps the number readable.
-        let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-        match &result {
-            Ok(response) if level(response) == Level::DEBUG => {
-                tracing::debug!(code = ?Code::Ok, latency_ms, "request completed");
+        let latency_ms = milliseconds_since(started);
+        match result {
+            Ok(response) => {
+                tracing::info!(code = ?Code::Ok, latency_ms, "request completed");
+                Ok(Response::new(response))
             }
-            Ok(_) => tracing::info!(code = ?Code::Ok, latency_ms, "request completed"),
-            Err(error @ Error::Internal(_)) => {
+            Err(error) => Err(self.refuse(error, latency_ms)),
+        }
+    }
+
+    /// Logs a failed call once, at the level its cause deserves, and turns
+    /// it into the status the caller gets.
+    fn refuse(&self, error: Error, latency_ms: f64) -> Status {
+        match &error {
+            Error::Internal(_) => {
                 tracing::error!(code = ?error.code(), latency_ms, error = %error, "request failed");
             }
-            Err(error @ Error::Unavailable(_)) => {
+            Error::Unavailable(_) => {
                 tracing::warn!(code = ?error.code(), latency_ms, error = %error, "request failed");
             }
-            Err(error @ (Error::ResourceExhausted(_) | Error::Overloaded(_))) => {
+            Error::ResourceExhausted(_) | Error::Overloaded(_) => {
                 self.refusals.add();
                 tracing::debug!(code = ?error.code(), latency_ms, reason = %error, "request refused");
             }
-            Err(error) => {
+            _ => {
                 tracing::info!(code = ?error.code(), latency_ms, reason = %error, "request refused");
             }
         }
-        result.map(Response::new).map_err(Status::from)
+        Status::from(error)
     }
+}
+
+/// Milliseconds since `started`, to the microsecond: plenty, and readable.
+fn milliseconds_since(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
 fn secret(secret: StoredSecret) -> proto::Secret {

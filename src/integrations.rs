@@ -7,7 +7,7 @@ use std::{
 };
 
 use tokio::sync::OnceCell;
-use tracing::{Span, info};
+use tracing::info;
 
 use crate::cache::{CredentialCache, Fingerprint, Lookup, Verified};
 use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId};
@@ -229,17 +229,11 @@ impl Integrations {
         else {
             return Ok(Validation::Invalid(Rejection::Malformed));
         };
-        Span::current().record("client_id", client_id.as_str());
-
         match self.cache.lookup(&client_id, &secret) {
-            Lookup::Fresh(verified) => {
-                Span::current().record("organization_id", verified.organization_id.as_str());
-                return Ok(self.valid(&verified));
-            }
+            Lookup::Fresh(verified) => return Ok(self.valid(&verified)),
             Lookup::Stale(verified) => {
                 let epoch = self.cache.epoch();
                 if self.store.active_secret_id(&client_id).await? == Some(verified.secret_id) {
-                    Span::current().record("organization_id", verified.organization_id.as_str());
                     self.cache.refresh(epoch, &client_id, &verified);
                     return Ok(self.valid(&verified));
                 }
@@ -248,14 +242,7 @@ impl Integrations {
             Lookup::Miss => {}
         }
 
-        let validation = self.verify_once(&client_id, secret).await?;
-        if let Validation::Valid {
-            organization_id, ..
-        } = &validation
-        {
-            Span::current().record("organization_id", organization_id.as_str());
-        }
-        Ok(validation)
+        self.verify_once(&client_id, secret).await
     }
 
     /// Verifies a pair the cache could not answer. Identical checks that
