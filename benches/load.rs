@@ -102,6 +102,11 @@ struct Options {
     connections: usize,
     concurrency: usize,
     attack_streams: usize,
+    /// Requests per second of the paced flood (the goal's); the closed-loop
+    /// flood that saturates the machine is measured too, for information.
+    flood_rate: f64,
+    /// Requests per second of the real client while the paced flood runs.
+    real_rate: f64,
     warm: bool,
     cold: bool,
     attack: bool,
@@ -124,6 +129,8 @@ usage: cargo bench --bench load -- [flags]
   --connections N      HTTP/2 connections (default 8)
   --concurrency N      requests in flight (default 64)
   --attack-streams N   in-flight requests of the real client under attack (default 4)
+  --flood-rate R       requests per second of the paced flood (default 2000)
+  --real-rate R        requests per second of the real client during it (default 1000)
   --json PATH          also write the results as JSON
   --server-arg ARG     pass ARG to `integration-service serve` (repeatable)
 
@@ -149,6 +156,8 @@ impl Options {
             connections: 8,
             concurrency: 64,
             attack_streams: 4,
+            flood_rate: 2_000.0,
+            real_rate: 1_000.0,
             warm: true,
             cold: true,
             attack: true,
@@ -198,6 +207,8 @@ impl Options {
                 "--connections" => options.connections = number(&flag, &value()?)?,
                 "--concurrency" => options.concurrency = number(&flag, &value()?)?,
                 "--attack-streams" => options.attack_streams = number(&flag, &value()?)?,
+                "--flood-rate" => options.flood_rate = number(&flag, &value()?)?,
+                "--real-rate" => options.real_rate = number(&flag, &value()?)?,
                 "--phases" => {
                     let list = value()?;
                     options.warm = false;
@@ -230,6 +241,11 @@ impl Options {
         }
         if options.attack_streams == 0 || options.attack_streams >= options.concurrency {
             return Err("--attack-streams must leave some of the concurrency to the flood".into());
+        }
+        for rate in [options.flood_rate, options.real_rate] {
+            if !rate.is_finite() || rate <= 0.0 {
+                return Err("--flood-rate and --real-rate must be positive".into());
+            }
         }
         if options.cold_orgs < 2 {
             return Err("--cold-orgs must be at least 2".into());
@@ -1156,13 +1172,18 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// One closed-loop worker: sends a request, waits for its answer, sends the
-/// next, until `end`. Records every call that completes inside
+/// One worker until `end`, recording every call that completes inside
 /// [measure_start, end], whenever it started.
+///
+/// Without a `pace` it is closed-loop: it sends a request, waits for its
+/// answer, sends the next. With a `pace` it is open-loop, as an attacker
+/// is: it starts one request per `pace` without waiting for earlier
+/// answers, up to [`MAX_OUTSTANDING`] at once.
 async fn worker(
     op: Op,
     channel: Channel,
     seed: u64,
+    pace: Option<Duration>,
     measure_start: Instant,
     end: Instant,
 ) -> Sample {
@@ -1173,21 +1194,52 @@ async fn worker(
         cold: None,
     };
     let mut sample = Sample::default();
-    while Instant::now() < end {
-        let start = Instant::now();
-        let outcome = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            op.call(&mut client, &mut health, &mut state),
-        )
-        .await
-        .ok();
+    let record = |sample: &mut Sample, outcome: Option<Outcome>, start: Instant| {
         let done = Instant::now();
         if done >= measure_start && done <= end {
             sample.record(outcome, done - start);
         }
+    };
+    let Some(pace) = pace else {
+        while Instant::now() < end {
+            let start = Instant::now();
+            let outcome = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                op.call(&mut client, &mut health, &mut state),
+            )
+            .await
+            .ok();
+            record(&mut sample, outcome, start);
+        }
+        return sample;
+    };
+
+    let mut ticks = tokio::time::interval(pace);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut outstanding = tokio::task::JoinSet::new();
+    while Instant::now() < end {
+        tokio::select! {
+            _ = ticks.tick(), if outstanding.len() < MAX_OUTSTANDING => {
+                let (op, mut client, mut health) = (op.clone(), client.clone(), health.clone());
+                let mut state = WorkerState { rng: SplitMix(state.rng.next()), cold: None };
+                outstanding.spawn(async move {
+                    let start = Instant::now();
+                    let call = op.call(&mut client, &mut health, &mut state);
+                    (tokio::time::timeout(REQUEST_TIMEOUT, call).await.ok(), start)
+                });
+            }
+            Some(Ok((outcome, start))) = outstanding.join_next() => {
+                record(&mut sample, outcome, start);
+            }
+        }
     }
+    // Calls still in flight end after the window; they are not measured.
+    outstanding.abort_all();
     sample
 }
+
+/// Most requests one open-loop worker keeps in flight.
+const MAX_OUTSTANDING: usize = 256;
 
 /// A set of workers with one purpose, measured together.
 struct Group {
@@ -1195,6 +1247,9 @@ struct Group {
     channels: Vec<Channel>,
     streams: usize,
     op: Op,
+    /// Requests per second for the whole group; `None`: as fast as answers
+    /// come back.
+    rate: Option<f64>,
 }
 
 /// The figures of one group over one measured window.
@@ -1280,6 +1335,74 @@ fn percentile_ms(sorted_ns: &[u64], q: f64) -> f64 {
     sorted_ns[rank - 1] as f64 / 1e6
 }
 
+/// One attack: a real client validating its cached secret on a connection
+/// of its own at `real_rate`, while a flood on the other connections sends
+/// 45 % wrong secrets for that client, 45 % unknown client IDs and 10 %
+/// values that fail the checksum, at `flood_rate` requests per second in all
+/// (`None`: as fast as answers come back). Returns the real client's
+/// figures and the flood's.
+async fn attack(
+    generator: &mut Generator<'_>,
+    options: &Options,
+    channels: &[Channel],
+    warm_op: &Op,
+    client_id: &str,
+    real_rate: Option<f64>,
+    flood_rate: Option<f64>,
+) -> Res<(Measured, Vec<Measured>)> {
+    let real_streams = options.attack_streams;
+    let mut groups = vec![Group {
+        name: "attack: real client".into(),
+        channels: channels[..1].to_vec(),
+        streams: real_streams,
+        op: warm_op.clone(),
+        rate: real_rate,
+    }];
+    let flood_streams = options.concurrency - real_streams;
+    let bad_checksum = (flood_streams / 10).max(1);
+    let wrong_secret = (flood_streams - bad_checksum) / 2;
+    let unknown_client = flood_streams - bad_checksum - wrong_secret;
+    let mut flood_channels = channels[1..].to_vec();
+    for (name, kind, streams) in [
+        (
+            "attack: flood wrong secret",
+            FloodKind::WrongSecret,
+            wrong_secret,
+        ),
+        (
+            "attack: flood unknown id",
+            FloodKind::UnknownClient,
+            unknown_client,
+        ),
+        (
+            "attack: flood bad checksum",
+            FloodKind::BadChecksum,
+            bad_checksum,
+        ),
+    ] {
+        if streams == 0 {
+            continue;
+        }
+        groups.push(Group {
+            name: name.into(),
+            channels: flood_channels.clone(),
+            streams,
+            op: Op::Flood {
+                client_id: client_id.into(),
+                kind,
+            },
+            rate: flood_rate.map(|rate| rate * streams as f64 / flood_streams as f64),
+        });
+        // Spread the flood's streams evenly over its connections.
+        let len = flood_channels.len();
+        flood_channels.rotate_left(streams % len);
+    }
+    let mut measured = generator.run(groups).await?;
+    let flood = measured.split_off(1);
+    let real = measured.pop().ok_or("no measurement of the real client")?;
+    Ok((real, flood))
+}
+
 struct Generator<'a> {
     options: &'a Options,
     server: &'a mut Server,
@@ -1305,10 +1428,14 @@ impl Generator<'_> {
             for i in 0..group.streams {
                 self.seed = self.seed.wrapping_add(0x9E37_79B9);
                 let channel = group.channels[i % group.channels.len()].clone();
+                let pace = group
+                    .rate
+                    .map(|rate| Duration::from_secs_f64(group.streams as f64 / rate));
                 workers.push(tokio::spawn(worker(
                     group.op.clone(),
                     channel,
                     self.seed,
+                    pace,
                     measure_start,
                     end,
                 )));
@@ -1402,6 +1529,7 @@ impl Generator<'_> {
             channels: channels.to_vec(),
             streams: self.options.concurrency,
             op,
+            rate: None,
         };
         Ok(self.run(vec![group]).await?.remove(0))
     }
@@ -1686,76 +1814,45 @@ async fn run_phases(database: &BenchDatabase, options: &Options, ticks: f64) -> 
     // c. Under attack, last: whatever throttling state the flood leaves
     // behind cannot affect another phase.
     if options.attack {
-        eprintln!("  phase attack");
-        let real_streams = options.attack_streams;
-        let mut groups = vec![Group {
-            name: "attack: real client".into(),
-            channels: channels[..1].to_vec(),
-            streams: real_streams,
-            op: warm_op.clone(),
-        }];
-        // The flood: the rest of the streams, on the other connections,
-        // 45 % wrong secrets, 45 % unknown clients, 10 % bad checksums.
-        let flood_streams = options.concurrency - real_streams;
-        let bad_checksum = (flood_streams / 10).max(1);
-        let wrong_secret = (flood_streams - bad_checksum) / 2;
-        let unknown_client = flood_streams - bad_checksum - wrong_secret;
-        let mut flood_channels = channels[1..].to_vec();
-        for (name, kind, streams) in [
-            (
-                "attack: flood wrong secret",
-                FloodKind::WrongSecret,
-                wrong_secret,
-            ),
-            (
-                "attack: flood unknown id",
-                FloodKind::UnknownClient,
-                unknown_client,
-            ),
-            (
-                "attack: flood bad checksum",
-                FloodKind::BadChecksum,
-                bad_checksum,
-            ),
-        ] {
-            if streams == 0 {
-                continue;
-            }
-            groups.push(Group {
-                name: name.into(),
-                channels: flood_channels.clone(),
-                streams,
-                op: Op::Flood {
-                    client_id: reference.client_id.as_str().into(),
-                    kind,
-                },
+        // First the goal: a real client validating at a steady rate while a
+        // flood runs at a stated rate, far beyond what argon2 could verify.
+        // Then, for information, both as fast as answers come back, which
+        // saturates the machine (generator included) whatever the service
+        // does.
+        let paced = (Some(options.real_rate), Some(options.flood_rate));
+        for (label, (real_rate, flood_rate)) in [("paced", paced), ("saturating", (None, None))] {
+            eprintln!("  phase attack, {label} flood");
+            let (real, flood) = attack(
+                &mut generator,
+                options,
+                &channels,
+                &warm_op,
+                &reference.client_id,
+                real_rate,
+                flood_rate,
+            )
+            .await?;
+            let flood_measured: f64 = flood.iter().map(|m| m.throughput).sum();
+            let goal = flood_rate.is_some();
+            checks.push(Check {
+                name: format!("attack ({label} flood): real client p99"),
+                measured: format!("{:.2} ms", real.p99_ms),
+                reference: format!("{:.1} valid/s, flood {:.0}/s", real.goodput, flood_measured),
+                ratio: None,
+                goal: if goal { "< 5 ms".into() } else { "-".into() },
+                pass: goal.then_some(real.requests > 0 && real.p99_ms < 5.0),
             });
-            // Spread the flood's streams evenly over its connections.
-            let len = flood_channels.len();
-            flood_channels.rotate_left(streams % len);
+            checks.push(Check {
+                name: format!("attack ({label} flood): real client success"),
+                measured: format!("{:.3} %", real.positive_ratio() * 100.0),
+                reference: format!("{} of {} valid", real.positive, real.requests),
+                ratio: None,
+                goal: "= 100 %".into(),
+                pass: Some(real.requests > 0 && real.positive == real.requests),
+            });
+            phases.push(real);
+            phases.extend(flood);
         }
-        let mut measured = generator.run(groups).await?;
-        let flood: Vec<Measured> = measured.split_off(1);
-        let real = measured.pop().unwrap();
-        let flood_rate: f64 = flood.iter().map(|m| m.throughput).sum();
-        checks.push(Check {
-            name: "attack: real client p99".into(),
-            measured: format!("{:.2} ms", real.p99_ms),
-            reference: format!("{:.1} valid/s, flood {:.0}/s", real.goodput, flood_rate),
-            ratio: None,
-            goal: "< 5 ms".into(),
-            pass: Some(real.requests > 0 && real.p99_ms < 5.0),
-        });
-        checks.push(Check {
-            name: "attack: real client success".into(),
-            measured: format!("{:.3} %", real.positive_ratio() * 100.0),
-            reference: format!("{} of {} valid", real.positive, real.requests),
-            ratio: None,
-            goal: "= 100 %".into(),
-            pass: Some(real.requests > 0 && real.positive == real.requests),
-        });
-        phases.push(real);
-        phases.extend(flood);
     }
 
     let _ = db.close().await;
