@@ -1194,8 +1194,7 @@ async fn worker(
         cold: None,
     };
     let mut sample = Sample::default();
-    let record = |sample: &mut Sample, outcome: Option<Outcome>, start: Instant| {
-        let done = Instant::now();
+    let record = |sample: &mut Sample, outcome: Option<Outcome>, start: Instant, done: Instant| {
         if done >= measure_start && done <= end {
             sample.record(outcome, done - start);
         }
@@ -1209,7 +1208,7 @@ async fn worker(
             )
             .await
             .ok();
-            record(&mut sample, outcome, start);
+            record(&mut sample, outcome, start, Instant::now());
         }
         return sample;
     };
@@ -1225,11 +1224,13 @@ async fn worker(
                 outstanding.spawn(async move {
                     let start = Instant::now();
                     let call = op.call(&mut client, &mut health, &mut state);
-                    (tokio::time::timeout(REQUEST_TIMEOUT, call).await.ok(), start)
+                    let outcome = tokio::time::timeout(REQUEST_TIMEOUT, call).await.ok();
+                    // Timed here, not when this worker gets round to it.
+                    (outcome, start, Instant::now())
                 });
             }
-            Some(Ok((outcome, start))) = outstanding.join_next() => {
-                record(&mut sample, outcome, start);
+            Some(Ok((outcome, start, done))) = outstanding.join_next() => {
+                record(&mut sample, outcome, start, done);
             }
         }
     }
@@ -1335,22 +1336,47 @@ fn percentile_ms(sorted_ns: &[u64], q: f64) -> f64 {
     sorted_ns[rank - 1] as f64 / 1e6
 }
 
+/// The flood of an attack phase.
+#[derive(Debug, Clone, Copy)]
+enum Flood {
+    /// None: the real client alone, paced.
+    None,
+    /// Open-loop at this many requests per second in all; the real client
+    /// paced.
+    Paced(f64),
+    /// Closed-loop, as fast as answers come back; the real client too.
+    Saturating,
+}
+
+impl Flood {
+    fn label(self) -> &'static str {
+        match self {
+            Flood::None => "no flood",
+            Flood::Paced(_) => "paced flood",
+            Flood::Saturating => "saturating flood",
+        }
+    }
+}
+
 /// One attack: a real client validating its cached secret on a connection
-/// of its own at `real_rate`, while a flood on the other connections sends
-/// 45 % wrong secrets for that client, 45 % unknown client IDs and 10 %
-/// values that fail the checksum, at `flood_rate` requests per second in all
-/// (`None`: as fast as answers come back). Returns the real client's
-/// figures and the flood's.
+/// of its own (at `--real-rate` unless the flood saturates), while a flood
+/// on the other connections sends 45 % wrong secrets for that client, 45 %
+/// unknown client IDs and 10 % values that fail the checksum. Returns the
+/// real client's figures and the flood's.
 async fn attack(
     generator: &mut Generator<'_>,
     options: &Options,
     channels: &[Channel],
     warm_op: &Op,
     client_id: &str,
-    real_rate: Option<f64>,
-    flood_rate: Option<f64>,
+    flood: Flood,
 ) -> Res<(Measured, Vec<Measured>)> {
     let real_streams = options.attack_streams;
+    let (real_rate, flood_rate) = match flood {
+        Flood::None => (Some(options.real_rate), None),
+        Flood::Paced(rate) => (Some(options.real_rate), Some(rate)),
+        Flood::Saturating => (None, None),
+    };
     let mut groups = vec![Group {
         name: "attack: real client".into(),
         channels: channels[..1].to_vec(),
@@ -1358,6 +1384,14 @@ async fn attack(
         op: warm_op.clone(),
         rate: real_rate,
     }];
+    if matches!(flood, Flood::None) {
+        let measured = generator.run(groups).await?;
+        let real = measured
+            .into_iter()
+            .next()
+            .ok_or("no measurement of the real client")?;
+        return Ok((real, Vec::new()));
+    }
     let flood_streams = options.concurrency - real_streams;
     let bad_checksum = (flood_streams / 10).max(1);
     let wrong_secret = (flood_streams - bad_checksum) / 2;
@@ -1814,42 +1848,45 @@ async fn run_phases(database: &BenchDatabase, options: &Options, ticks: f64) -> 
     // c. Under attack, last: whatever throttling state the flood leaves
     // behind cannot affect another phase.
     if options.attack {
-        // First the goal: a real client validating at a steady rate while a
-        // flood runs at a stated rate, far beyond what argon2 could verify.
-        // Then, for information, both as fast as answers come back, which
-        // saturates the machine (generator included) whatever the service
-        // does.
-        let paced = (Some(options.real_rate), Some(options.flood_rate));
-        for (label, (real_rate, flood_rate)) in [("paced", paced), ("saturating", (None, None))] {
-            eprintln!("  phase attack, {label} flood");
-            let (real, flood) = attack(
+        // The real client alone first, for the baseline of its latency on
+        // this machine. Then the goal: the same client while a flood runs at
+        // a stated rate, far beyond what argon2 could verify. Then, for
+        // information, both as fast as answers come back, which saturates
+        // the machine (generator included) whatever the service does.
+        for flood in [
+            Flood::None,
+            Flood::Paced(options.flood_rate),
+            Flood::Saturating,
+        ] {
+            eprintln!("  phase attack, {}", flood.label());
+            let (real, flood_measured) = attack(
                 &mut generator,
                 options,
                 &channels,
                 &warm_op,
                 &reference.client_id,
-                real_rate,
-                flood_rate,
+                flood,
             )
             .await?;
-            let flood_measured: f64 = flood.iter().map(|m| m.throughput).sum();
-            let goal = flood_rate.is_some();
+            let flood_rate: f64 = flood_measured.iter().map(|m| m.throughput).sum();
+            let goal = matches!(flood, Flood::Paced(_));
             checks.push(Check {
-                name: format!("attack ({label} flood): real client p99"),
+                name: format!("attack ({}): real client p99", flood.label()),
                 measured: format!("{:.2} ms", real.p99_ms),
-                reference: format!("{:.1} valid/s, flood {:.0}/s", real.goodput, flood_measured),
+                reference: format!("{:.1} valid/s, flood {:.0}/s", real.goodput, flood_rate),
                 ratio: None,
                 goal: if goal { "< 5 ms".into() } else { "-".into() },
                 pass: goal.then_some(real.requests > 0 && real.p99_ms < 5.0),
             });
             checks.push(Check {
-                name: format!("attack ({label} flood): real client success"),
+                name: format!("attack ({}): real client success", flood.label()),
                 measured: format!("{:.3} %", real.positive_ratio() * 100.0),
                 reference: format!("{} of {} valid", real.positive, real.requests),
                 ratio: None,
                 goal: "= 100 %".into(),
                 pass: Some(real.requests > 0 && real.positive == real.requests),
             });
+            let flood = flood_measured;
             phases.push(real);
             phases.extend(flood);
         }

@@ -146,7 +146,7 @@ pub fn settings(database_url: &str) -> Settings {
             per_client_per_second: NonZeroU32::new(1_000).expect("non-zero"),
             per_client_burst: NonZeroU32::new(1_000).expect("non-zero"),
             overall_per_second: NonZeroU32::new(100_000),
-            tracked_clients: 1_000,
+            tracked_clients: 65_536,
         },
         health_interval: Duration::from_millis(200),
     }
