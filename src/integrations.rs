@@ -23,8 +23,8 @@ pub struct Integrations {
     hasher: Hasher,
     cache: Arc<CredentialCache>,
     throttle: Throttle,
-    /// Verifications under way, by fingerprint of the pair.
-    in_flight: Mutex<HashMap<Fingerprint, Arc<SharedOutcome>>>,
+    /// Verifications under way; see [`Integrations::verify_once`].
+    in_flight: InFlight,
     default_domain: DomainName,
 }
 
@@ -42,6 +42,64 @@ pub enum Validation {
 /// The outcome of one verification, awaited by every identical check that
 /// arrived while it ran.
 type SharedOutcome = OnceCell<Result<Validation, Error>>;
+
+/// Verifications under way, by fingerprint of the pair, each with the
+/// number of checks waiting on it.
+type InFlight = Mutex<HashMap<Fingerprint, (Arc<SharedOutcome>, usize)>>;
+
+/// One check waiting on a verification in [`Integrations::verify_once`].
+/// The entry leaves the map when the verification ends, or when the last
+/// check waiting on it goes away: a caller that gives up must not leave it
+/// behind. The count only changes under the map's lock.
+struct Waiting<'a> {
+    in_flight: &'a InFlight,
+    key: Fingerprint,
+    shared: Arc<SharedOutcome>,
+}
+
+impl<'a> Waiting<'a> {
+    fn join(in_flight: &'a InFlight, key: Fingerprint) -> Self {
+        let mut map = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let (shared, waiting) = map.entry(key).or_default();
+        *waiting += 1;
+        Self {
+            in_flight,
+            key,
+            shared: Arc::clone(shared),
+        }
+    }
+
+    /// Takes the entry out of the map, if it is still this one.
+    fn retire(&self) {
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map
+            .get(&self.key)
+            .is_some_and(|(entry, _)| Arc::ptr_eq(entry, &self.shared))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((entry, waiting)) = map.get_mut(&self.key)
+            && Arc::ptr_eq(entry, &self.shared)
+        {
+            *waiting -= 1;
+            if *waiting == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// Why a client check failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,21 +314,17 @@ impl Integrations {
         secret: ClientSecret,
     ) -> Result<Validation, Error> {
         let key = self.cache.fingerprint(client_id, &secret);
-        let shared = Arc::clone(
-            self.in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(key)
-                .or_default(),
-        );
-        let outcome = shared.get_or_init(|| self.verify(client_id, secret)).await;
-        let mut in_flight = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &shared)) {
-            in_flight.remove(&key);
-        }
+        let waiting = Waiting::join(&self.in_flight, key);
+        let outcome = waiting
+            .shared
+            .get_or_init(|| async {
+                let outcome = self.verify(client_id, secret).await;
+                // Checks that arrive from now on verify afresh: an
+                // activation may follow this answer.
+                waiting.retire();
+                outcome
+            })
+            .await;
         match outcome {
             Ok(validation) => Ok(validation.clone()),
             Err(error) => Err(error.shared()),
@@ -450,5 +504,39 @@ mod tests {
             let validation = check.await.expect("join").expect("answered, not throttled");
             assert!(matches!(validation, Validation::Valid { .. }));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_leave_no_trace_in_flight_whether_they_finish_or_give_up() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (integrations, _) = integrations(&dir, 1_000).await;
+        let integrations = Arc::new(integrations);
+        let org = OrganizationId::parse("org-gone".into()).expect("valid");
+        let client_id = integrations.create(&org).await.expect("created").client_id;
+        let in_flight = |i: &Integrations| i.in_flight.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+
+        // Callers that give up mid-verification (their client went away).
+        for _ in 0..8 {
+            let (integrations, client_id) = (Arc::clone(&integrations), client_id.clone());
+            let wrong = ClientSecret::generate().expect("RNG");
+            let check = tokio::spawn(async move {
+                integrations
+                    .validate_client(client_id.as_str(), wrong.expose())
+                    .await
+            });
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            check.abort();
+            let _ = check.await;
+        }
+        assert_eq!(in_flight(&integrations), 0, "abandoned checks left entries");
+
+        // Checks that finish.
+        let wrong = ClientSecret::generate().expect("RNG");
+        let validation = integrations
+            .validate_client(client_id.as_str(), wrong.expose())
+            .await
+            .expect("answered");
+        assert!(matches!(validation, Validation::Invalid(Rejection::NoActiveSecret)));
+        assert_eq!(in_flight(&integrations), 0, "a finished check left its entry");
     }
 }
