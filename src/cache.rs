@@ -7,15 +7,24 @@
 //! from which it could be recovered. Only successes are remembered: a
 //! pending, revoked, discarded or wrong secret never enters.
 //!
-//! An entry stops being trusted when:
-//! - its client's secret is activated on this replica ([`CredentialCache::forget`]),
-//!   or on another one (the PostgreSQL notification, see `crate::invalidation`);
-//! - it is older than the revalidation interval: it is then checked against
-//!   the database (a cheap indexed read, no argon2) before it is used again.
-//!   That bounds how long a revoked secret can validate even if a
-//!   notification is lost.
+//! Every entry carries the moment the database was read for it (taken
+//! before the read, so before the verify that may follow). It is trusted
+//! only if that moment is
+//! - within the revalidation interval, and
+//! - after the last invalidation that concerns its client: an activation of
+//!   its client's secret on this replica ([`CredentialCache::forget`]) or on
+//!   another one (the PostgreSQL notification, see `crate::invalidation`),
+//!   or a reset of the whole cache ([`CredentialCache::forget_all`]) when
+//!   notifications may have been missed.
+//!
+//! An entry that is not trusted is not thrown away: it is confirmed against
+//! the database (a cheap indexed read, no argon2) before it is used again.
+//! So a revoked secret validates on no replica later than the revalidation
+//! interval after its revocation, even if a notification is lost, and an
+//! invalidation never sends warm clients back to argon2.
 
 use std::{
+    hash::{BuildHasher, RandomState},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -32,8 +41,15 @@ use crate::domain::{ClientId, ClientSecret, OrganizationId, RandomUnavailable, r
 /// An HMAC-SHA256 of a client ID and a secret under this process's key.
 pub type Fingerprint = [u8; 32];
 
+/// A moment of this process's life: nanoseconds since the cache was made.
+pub type Moment = u64;
+
 /// An entry nobody has used for this long is dropped to make room.
 const IDLE_EXPIRY: Duration = Duration::from_secs(600);
+
+/// Slots of the table of per-client invalidation moments. Two clients in
+/// one slot only revalidate each other's entries needlessly.
+const INVALIDATION_SLOTS: usize = 4096;
 
 /// A verification this process has seen succeed.
 #[derive(Debug)]
@@ -42,16 +58,17 @@ pub struct Verified {
     pub organization_id: OrganizationId,
     pub custom_domain: Option<String>,
     mac: Fingerprint,
-    checked_at: Instant,
+    /// When the database was read for it.
+    read_at: Moment,
 }
 
 /// What the cache knows of a client ID and secret.
 #[derive(Debug)]
 pub enum Lookup {
-    /// Verified within the revalidation interval: valid.
+    /// Trusted: valid.
     Fresh(Arc<Verified>),
-    /// Verified, but longer ago: valid if `secret_id` is still the client's
-    /// active secret.
+    /// Verified, but not trusted any more: valid if `secret_id` is still the
+    /// client's active secret.
     Stale(Arc<Verified>),
     /// Unknown: verify it the slow way.
     Miss,
@@ -63,9 +80,13 @@ pub struct CredentialCache {
     /// HMAC-SHA256 keyed with random bytes, cloned for each use.
     mac: Hmac<Sha256>,
     revalidate_after: Duration,
-    /// Bumped by every invalidation, so that a verification that read the
-    /// database before an invalidation does not store what it read after.
-    epoch: AtomicU64,
+    origin: Instant,
+    /// Entries read before this moment are not trusted ([`Self::forget_all`]).
+    trusted_since: AtomicU64,
+    /// Per slot of client IDs: entries read before this moment are not
+    /// trusted ([`Self::forget`]).
+    forgotten: Box<[AtomicU64]>,
+    slots: RandomState,
 }
 
 impl CredentialCache {
@@ -82,8 +103,23 @@ impl CredentialCache {
                 .build(),
             mac,
             revalidate_after,
-            epoch: AtomicU64::new(0),
+            origin: Instant::now(),
+            trusted_since: AtomicU64::new(0),
+            forgotten: (0..INVALIDATION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            slots: RandomState::new(),
         })
+    }
+
+    /// Now. Take it before reading the database, and hand it to
+    /// [`Self::remember`] or [`Self::refresh`] with what was read.
+    pub fn now(&self) -> Moment {
+        // Starts at 1, so that nothing is ever read at moment 0, before
+        // every invalidation.
+        self.origin
+            .elapsed()
+            .as_nanos()
+            .min(u128::from(u64::MAX - 1)) as u64
+            + 1
     }
 
     /// What the cache knows of this pair. Costs one HMAC and one map lookup.
@@ -100,25 +136,29 @@ impl CredentialCache {
         {
             return Lookup::Miss;
         }
-        if entry.checked_at.elapsed() < self.revalidate_after {
+        let age = Duration::from_nanos(self.now().saturating_sub(entry.read_at));
+        if entry.read_at > self.invalidated(client_id) && age < self.revalidate_after {
             Lookup::Fresh(entry)
         } else {
             Lookup::Stale(entry)
         }
     }
 
-    /// The invalidation count, to pass back to [`CredentialCache::remember`]
-    /// or [`CredentialCache::refresh`]. Read it before reading the database.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    /// The last invalidation that concerns `client_id`. Checks of one pair
+    /// that start on either side of an invalidation must not share an
+    /// answer.
+    pub fn invalidated(&self, client_id: &ClientId) -> Moment {
+        let slot = &self.forgotten[self.slot(client_id.as_str())];
+        slot.load(Ordering::Acquire)
+            .max(self.trusted_since.load(Ordering::Acquire))
     }
 
     /// Remembers that `secret` is the active secret `secret_id` of
-    /// `client_id`, as read from the database after `epoch` was taken;
-    /// nothing is remembered if an invalidation came in between.
+    /// `client_id`, as read from the database at `read_at`. If an
+    /// invalidation came after that, the entry is born untrusted.
     pub fn remember(
         &self,
-        epoch: u64,
+        read_at: Moment,
         client_id: &ClientId,
         secret: &ClientSecret,
         secret_id: Uuid,
@@ -126,44 +166,44 @@ impl CredentialCache {
         custom_domain: Option<String>,
     ) {
         let mac = self.fingerprint(client_id, secret);
-        self.store(
-            epoch,
-            client_id,
-            Verified {
+        self.entries.insert(
+            client_id.as_str().to_owned(),
+            Arc::new(Verified {
                 secret_id,
                 organization_id,
                 custom_domain,
                 mac,
-                checked_at: Instant::now(),
-            },
+                read_at,
+            }),
         );
     }
 
-    /// Marks `entry` as checked against the database just now.
-    pub fn refresh(&self, epoch: u64, client_id: &ClientId, entry: &Verified) {
-        self.store(
-            epoch,
-            client_id,
-            Verified {
+    /// Records that `entry` was confirmed against the database at `read_at`.
+    pub fn refresh(&self, read_at: Moment, client_id: &ClientId, entry: &Verified) {
+        self.entries.insert(
+            client_id.as_str().to_owned(),
+            Arc::new(Verified {
                 secret_id: entry.secret_id,
                 organization_id: entry.organization_id.clone(),
                 custom_domain: entry.custom_domain.clone(),
                 mac: entry.mac,
-                checked_at: Instant::now(),
-            },
+                read_at,
+            }),
         );
     }
 
-    /// Drops what is known of `client_id`: its active secret changed.
+    /// `client_id`'s active secret changed: nothing read before now is
+    /// trusted for it, and its entry goes.
     pub fn forget(&self, client_id: &str) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let now = self.now();
+        self.forgotten[self.slot(client_id)].fetch_max(now, Ordering::AcqRel);
         self.entries.invalidate(client_id);
     }
 
-    /// Drops everything: changes may have been missed.
+    /// Changes may have been missed: nothing read before now is trusted
+    /// until the database confirms it.
     pub fn forget_all(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.invalidate_all();
+        self.trusted_since.fetch_max(self.now(), Ordering::AcqRel);
     }
 
     /// How many clients are remembered (after pending evictions are applied).
@@ -176,23 +216,14 @@ impl CredentialCache {
         self.len() == 0
     }
 
-    fn store(&self, epoch: u64, client_id: &ClientId, verified: Verified) {
-        if self.epoch() != epoch {
-            return;
-        }
-        self.entries
-            .insert(client_id.as_str().to_owned(), Arc::new(verified));
-        // An invalidation may have landed between the check and the insert;
-        // then what was inserted may be stale, so drop it.
-        if self.epoch() != epoch {
-            self.entries.invalidate(client_id.as_str());
-        }
-    }
-
     /// The MAC of the pair: equal for equal pairs, and nothing else to
     /// anyone without this process's key.
     pub fn fingerprint(&self, client_id: &ClientId, secret: &ClientSecret) -> Fingerprint {
         self.keyed(client_id, secret).finalize().into_bytes().into()
+    }
+
+    fn slot(&self, client_id: &str) -> usize {
+        self.slots.hash_one(client_id) as usize % INVALIDATION_SLOTS
     }
 
     fn keyed(&self, client_id: &ClientId, secret: &ClientSecret) -> Hmac<Sha256> {
@@ -222,7 +253,7 @@ mod tests {
     fn remember(cache: &CredentialCache, client_id: &ClientId, secret: &ClientSecret) -> Uuid {
         let id = Uuid::now_v7();
         let organization = OrganizationId::parse("org".into()).expect("valid");
-        cache.remember(cache.epoch(), client_id, secret, id, organization, None);
+        cache.remember(cache.now(), client_id, secret, id, organization, None);
         id
     }
 
@@ -256,7 +287,7 @@ mod tests {
         let Lookup::Stale(entry) = cache.lookup(&client_id, &secret) else {
             panic!("expected a stale entry");
         };
-        cache.refresh(cache.epoch(), &client_id, &entry);
+        cache.refresh(cache.now(), &client_id, &entry);
         assert!(matches!(
             cache.lookup(&client_id, &secret),
             Lookup::Fresh(_)
@@ -273,26 +304,68 @@ mod tests {
         cache.forget(a.as_str());
         assert!(matches!(cache.lookup(&a, &a_secret), Lookup::Miss));
         assert!(matches!(cache.lookup(&b, &b_secret), Lookup::Fresh(_)));
-        cache.forget_all();
-        assert!(matches!(cache.lookup(&b, &b_secret), Lookup::Miss));
     }
 
     #[test]
-    fn what_was_read_before_an_invalidation_is_not_remembered() {
+    fn after_forgetting_everything_entries_need_confirming_and_then_are_trusted() {
         let cache = new_cache(10, Duration::from_secs(60));
         let (client_id, secret) = pair();
-        let epoch = cache.epoch();
+        remember(&cache, &client_id, &secret);
+        cache.forget_all();
+        let Lookup::Stale(entry) = cache.lookup(&client_id, &secret) else {
+            panic!("an entry read before the reset is not trusted");
+        };
+        cache.refresh(cache.now(), &client_id, &entry);
+        assert!(matches!(
+            cache.lookup(&client_id, &secret),
+            Lookup::Fresh(_)
+        ));
+    }
+
+    #[test]
+    fn what_was_read_before_an_invalidation_is_never_trusted() {
+        let cache = new_cache(10, Duration::from_secs(60));
+        let (client_id, secret) = pair();
+        let read_at = cache.now();
         cache.forget(client_id.as_str()); // an activation lands mid-verification
         let organization = OrganizationId::parse("org".into()).expect("valid");
         cache.remember(
-            epoch,
+            read_at,
             &client_id,
             &secret,
             Uuid::now_v7(),
             organization,
             None,
         );
-        assert!(matches!(cache.lookup(&client_id, &secret), Lookup::Miss));
+        assert!(matches!(
+            cache.lookup(&client_id, &secret),
+            Lookup::Stale(_)
+        ));
+        assert!(
+            cache.invalidated(&client_id) >= read_at,
+            "checks before and after differ"
+        );
+    }
+
+    #[test]
+    fn an_entry_is_as_old_as_its_database_read() {
+        let cache = new_cache(10, Duration::from_millis(20));
+        let (client_id, secret) = pair();
+        let read_at = cache.now();
+        std::thread::sleep(Duration::from_millis(30)); // a slow verify
+        let organization = OrganizationId::parse("org".into()).expect("valid");
+        cache.remember(
+            read_at,
+            &client_id,
+            &secret,
+            Uuid::now_v7(),
+            organization,
+            None,
+        );
+        assert!(matches!(
+            cache.lookup(&client_id, &secret),
+            Lookup::Stale(_)
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
 use tokio::sync::OnceCell;
 use tracing::info;
 
-use crate::cache::{CredentialCache, Fingerprint, Lookup, Verified};
+use crate::cache::{CredentialCache, Fingerprint, Lookup, Moment, Verified};
 use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId};
 use crate::error::Error;
 use crate::hashing::Hasher;
@@ -45,7 +45,11 @@ type SharedOutcome = OnceCell<Result<Validation, Error>>;
 
 /// Verifications under way, by fingerprint of the pair, each with the
 /// number of checks waiting on it.
-type InFlight = Mutex<HashMap<Fingerprint, (Arc<SharedOutcome>, usize)>>;
+type InFlight = Mutex<HashMap<InFlightKey, (Arc<SharedOutcome>, usize)>>;
+
+/// A pair's fingerprint, and the last invalidation of its client before the
+/// check started.
+type InFlightKey = (Fingerprint, Moment);
 
 /// One check waiting on a verification in [`Integrations::verify_once`].
 /// The entry leaves the map when the verification ends, or when the last
@@ -53,12 +57,12 @@ type InFlight = Mutex<HashMap<Fingerprint, (Arc<SharedOutcome>, usize)>>;
 /// behind. The count only changes under the map's lock.
 struct Waiting<'a> {
     in_flight: &'a InFlight,
-    key: Fingerprint,
+    key: InFlightKey,
     shared: Arc<SharedOutcome>,
 }
 
 impl<'a> Waiting<'a> {
-    fn join(in_flight: &'a InFlight, key: Fingerprint) -> Self {
+    fn join(in_flight: &'a InFlight, key: InFlightKey) -> Self {
         let mut map = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
         let (shared, waiting) = map.entry(key).or_default();
         *waiting += 1;
@@ -237,13 +241,21 @@ impl Integrations {
         if let Some((pending_id, hash)) = candidate(&integration.pending_secret)
             && self.hasher.verify(secret.clone(), hash).await?
         {
-            return match self.store.activate_secret(organization, pending_id).await? {
+            return match self.activate(organization, pending_id).await? {
                 Activation::Activated {
                     integration,
                     revoked,
                 } => {
-                    // Other replicas hear of it from the database.
-                    self.cache.forget(integration.client_id.as_str());
+                    // The caller just proved it holds the new active secret:
+                    // the gateway's first check of it needs no verify here.
+                    self.cache.remember(
+                        self.cache.now(),
+                        &integration.client_id,
+                        &secret,
+                        pending_id,
+                        integration.organization_id.clone(),
+                        integration.custom_domain.clone(),
+                    );
                     info!(
                         secret_id = %pending_id,
                         revoked_secret_id = revoked.map(tracing::field::display),
@@ -268,6 +280,31 @@ impl Integrations {
         Err(no_match(""))
     }
 
+    /// Activates `secret_id` and makes this replica forget the client's old
+    /// secret. Once started it runs to its end even if the caller goes away,
+    /// so that whenever the change commits, this replica forgets at once
+    /// (other replicas hear of it from the database).
+    async fn activate(
+        &self,
+        organization: &OrganizationId,
+        secret_id: uuid::Uuid,
+    ) -> Result<Activation, Error> {
+        let (store, cache, organization) = (
+            self.store.clone(),
+            Arc::clone(&self.cache),
+            organization.clone(),
+        );
+        tokio::spawn(async move {
+            let activation = store.activate_secret(&organization, secret_id).await;
+            if let Ok(Activation::Activated { integration, .. }) = &activation {
+                cache.forget(integration.client_id.as_str());
+            }
+            activation
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
     /// Checks a client ID and secret as a token endpoint does. Only the
     /// client's ACTIVE secret is valid.
     ///
@@ -290,9 +327,9 @@ impl Integrations {
         match self.cache.lookup(&client_id, &secret) {
             Lookup::Fresh(verified) => return Ok(self.valid(&verified)),
             Lookup::Stale(verified) => {
-                let epoch = self.cache.epoch();
+                let read_at = self.cache.now();
                 if self.store.active_secret_id(&client_id).await? == Some(verified.secret_id) {
-                    self.cache.refresh(epoch, &client_id, &verified);
+                    self.cache.refresh(read_at, &client_id, &verified);
                     return Ok(self.valid(&verified));
                 }
                 self.cache.forget(client_id.as_str());
@@ -313,7 +350,12 @@ impl Integrations {
         client_id: &ClientId,
         secret: ClientSecret,
     ) -> Result<Validation, Error> {
-        let key = self.cache.fingerprint(client_id, &secret);
+        // Checks that start on either side of an invalidation (an
+        // activation) must not share an answer.
+        let key = (
+            self.cache.fingerprint(client_id, &secret),
+            self.cache.invalidated(client_id),
+        );
         let waiting = Waiting::join(&self.in_flight, key);
         let outcome = waiting
             .shared
@@ -338,7 +380,7 @@ impl Integrations {
         secret: ClientSecret,
     ) -> Result<Validation, Error> {
         self.throttle.admit(client_id)?;
-        let epoch = self.cache.epoch();
+        let read_at = self.cache.now();
         let Some(credentials) = self.store.active_credentials(client_id).await? else {
             self.hasher.verify_decoy(secret).await?;
             return Ok(Validation::Invalid(Rejection::NoActiveSecret));
@@ -348,7 +390,7 @@ impl Integrations {
         }
         let domain = self.domain(credentials.custom_domain.as_deref()).to_owned();
         self.cache.remember(
-            epoch,
+            read_at,
             client_id,
             &secret,
             credentials.secret_id,
@@ -391,6 +433,15 @@ mod tests {
         dir: &tempfile::TempDir,
         burst: u32,
     ) -> (Integrations, Arc<CredentialCache>) {
+        integrations_hashing_at(dir, burst, HashParams::MINIMUM).await
+    }
+
+    /// The same, hashing new secrets at `params`.
+    async fn integrations_hashing_at(
+        dir: &tempfile::TempDir,
+        burst: u32,
+        params: HashParams,
+    ) -> (Integrations, Arc<CredentialCache>) {
         let store = Store::connect(&StoreOptions {
             url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()),
             max_connections: 4,
@@ -400,7 +451,7 @@ mod tests {
         .expect("SQLite opens");
         store.migrate().await.expect("migrated");
         let hasher = Hasher::start(&HashingSettings {
-            params: HashParams::MINIMUM,
+            params,
             threads: 2,
             queue_capacity: 16,
             queue_timeout: Duration::from_secs(30),
@@ -451,10 +502,15 @@ mod tests {
             assert!(cache.is_empty(), "{what} entered the cache");
         }
 
+        // Activating proves possession of the value: it is remembered.
         integrations
             .activate_secret(&org, pending.expose())
             .await
             .expect("activated");
+        assert_eq!(cache.len(), 1, "the activated secret is remembered");
+        // So is a verification of it, after the cache lost it.
+        cache.forget(client_id.as_str());
+        assert!(cache.is_empty());
         let validation = integrations
             .validate_client(client_id.as_str(), pending.expose())
             .await
@@ -471,7 +527,15 @@ mod tests {
             .activate_secret(&org, newer.expose())
             .await
             .expect("activated");
-        assert!(cache.is_empty(), "an activation forgets the client");
+        let old = integrations
+            .validate_client(client_id.as_str(), pending.expose())
+            .await
+            .expect("answered");
+        assert!(
+            matches!(old, Validation::Invalid(_)),
+            "the revoked secret was forgotten"
+        );
+        assert_eq!(cache.len(), 1, "only the newer secret is remembered");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,6 +551,8 @@ mod tests {
             .activate_secret(&org, secret.expose())
             .await
             .expect("activated");
+        // As after a restart: nothing is cached.
+        cache.forget(client_id.as_str());
         assert!(cache.is_empty());
 
         let checks: Vec<_> = (0..16)
@@ -513,7 +579,8 @@ mod tests {
         let integrations = Arc::new(integrations);
         let org = OrganizationId::parse("org-gone".into()).expect("valid");
         let client_id = integrations.create(&org).await.expect("created").client_id;
-        let in_flight = |i: &Integrations| i.in_flight.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+        let in_flight =
+            |i: &Integrations| i.in_flight.lock().map(|m| m.len()).unwrap_or(usize::MAX);
 
         // Callers that give up mid-verification (their client went away).
         for _ in 0..8 {
@@ -536,7 +603,64 @@ mod tests {
             .validate_client(client_id.as_str(), wrong.expose())
             .await
             .expect("answered");
-        assert!(matches!(validation, Validation::Invalid(Rejection::NoActiveSecret)));
-        assert_eq!(in_flight(&integrations), 0, "a finished check left its entry");
+        assert!(matches!(
+            validation,
+            Validation::Invalid(Rejection::NoActiveSecret)
+        ));
+        assert_eq!(
+            in_flight(&integrations),
+            0,
+            "a finished check left its entry"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_check_that_starts_after_an_activation_never_shares_an_earlier_answer() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // The old secret is hashed slowly (about half a second to verify
+        // here), so that a check of it is still verifying when the
+        // activation of the new one, hashed at the floor, returns.
+        let slow = HashParams::new(64 * 1024, 8, 1).expect("valid");
+        let (slow_side, _) = integrations_hashing_at(&dir, 1_000, slow).await;
+        let (integrations, cache) = integrations(&dir, 1_000).await;
+        let integrations = Arc::new(integrations);
+        let org = OrganizationId::parse("org-swap".into()).expect("valid");
+        let client_id = slow_side.create(&org).await.expect("created").client_id;
+        let (old, _) = slow_side.generate_secret(&org).await.expect("generated");
+        slow_side
+            .activate_secret(&org, old.expose())
+            .await
+            .expect("activated");
+        let (new, _) = integrations.generate_secret(&org).await.expect("generated");
+        assert!(cache.is_empty(), "the old secret is cold here");
+
+        let before = {
+            let (integrations, client_id, old) =
+                (Arc::clone(&integrations), client_id.clone(), old.clone());
+            tokio::spawn(async move {
+                integrations
+                    .validate_client(client_id.as_str(), old.expose())
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        integrations
+            .activate_secret(&org, new.expose())
+            .await
+            .expect("activated");
+        assert!(
+            !before.is_finished(),
+            "the earlier check is still verifying"
+        );
+        let after = integrations
+            .validate_client(client_id.as_str(), old.expose())
+            .await
+            .expect("answered");
+        assert!(
+            matches!(after, Validation::Invalid(_)),
+            "a check that started after the activation accepted the revoked secret"
+        );
+        // The earlier check overlapped the activation: either answer is fair.
+        before.await.expect("join").expect("answered");
     }
 }
