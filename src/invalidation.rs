@@ -20,8 +20,10 @@ use sea_orm::{
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use uuid::Uuid;
+
 use crate::cache::CredentialCache;
-use crate::store::{SECRET_ACTIVATED, Store};
+use crate::store::{ActivationNotice, SECRET_ACTIVATED, Store};
 
 /// How long to wait before retrying a failed listener connection.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -30,6 +32,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub struct Subscription {
     listener: PgListener,
     pool: PgPool,
+    /// This process: its own notices are ignored, since it forgot (and may
+    /// have remembered the new secret) when it activated.
+    replica: Uuid,
 }
 
 /// Starts listening, when the database can tell (PostgreSQL). Done before
@@ -41,20 +46,30 @@ pub async fn subscribe(store: &Store) -> Result<Option<Subscription>, sqlx::Erro
     let pool = store.connection().get_postgres_connection_pool().clone();
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen(SECRET_ACTIVATED).await?;
-    Ok(Some(Subscription { listener, pool }))
+    Ok(Some(Subscription {
+        listener,
+        pool,
+        replica: store.replica(),
+    }))
 }
 
 impl Subscription {
     /// Applies notifications to `cache` until the returned handle is
     /// aborted, reconnecting whenever the connection fails.
     pub fn follow(self, cache: Arc<CredentialCache>) -> JoinHandle<()> {
-        let Self { mut listener, pool } = self;
+        let Self {
+            mut listener,
+            pool,
+            replica,
+        } = self;
         tokio::spawn(async move {
-            follow(&mut listener, &cache).await;
+            follow(&mut listener, &cache, replica).await;
+            // Notices sent until the connection is back are lost: nothing
+            // cached before now is trusted without a database read.
+            cache.forget_all();
             // Warn once per outage, not once per retry.
             let mut warned = false;
             loop {
-                cache.forget_all();
                 tokio::time::sleep(RETRY_AFTER).await;
                 let listening = match PgListener::connect_with(&pool).await {
                     Ok(mut listener) => listener.listen(SECRET_ACTIVATED).await.map(|()| listener),
@@ -62,11 +77,12 @@ impl Subscription {
                 };
                 match listening {
                     Ok(mut listener) => {
-                        // Whatever changed while not listening went unheard.
+                        // What changed while nobody listened went unheard.
                         cache.forget_all();
                         info!("listening again for secret activations on other replicas");
                         warned = false;
-                        follow(&mut listener, &cache).await;
+                        follow(&mut listener, &cache, replica).await;
+                        cache.forget_all();
                     }
                     Err(error) if !warned => {
                         warn!(%error, "cannot listen for secret activations; retrying");
@@ -80,14 +96,19 @@ impl Subscription {
 }
 
 /// Applies notifications until the listener fails for good.
-async fn follow(listener: &mut PgListener, cache: &CredentialCache) {
+async fn follow(listener: &mut PgListener, cache: &CredentialCache, replica: Uuid) {
     loop {
         match listener.try_recv().await {
-            Ok(Some(notification)) => cache.forget(notification.payload()),
+            Ok(Some(notification)) => match ActivationNotice::parse(notification.payload()) {
+                Some(notice) if notice.replica == replica => {}
+                Some(notice) => cache.forget(notice.client_id),
+                // Not ours to read: assume anything changed.
+                None => cache.forget_all(),
+            },
             Ok(None) => {
-                // The connection dropped; the next receive reconnects and
-                // listens again, but what happened in between is lost.
-                warn!("lost the connection that listens for secret activations; reconnecting");
+                // The connection dropped and was re-established, listening
+                // again; what was sent in between is lost.
+                warn!("lost the connection that listens for secret activations; reconnected");
                 cache.forget_all();
             }
             Err(error) => {

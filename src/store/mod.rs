@@ -26,7 +26,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-pub use secrets::{Activation, Generated, NewSecret, SECRET_ACTIVATED};
+pub use secrets::{Activation, ActivationNotice, Generated, NewSecret, SECRET_ACTIVATED};
 
 use crate::domain::{ClientId, OrganizationId, SecretHash, SecretState};
 use crate::error::Error;
@@ -45,6 +45,8 @@ pub struct StoreOptions {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// This process, as its notifications name it.
+    replica: Uuid,
 }
 
 /// An integration and the secrets the Integration tab shows.
@@ -120,7 +122,10 @@ impl Store {
                     .foreign_keys(true)
             });
         let db = Database::connect(connect).await?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            replica: Uuid::new_v4(),
+        })
     }
 
     /// Applies pending migrations. Replicas that start together take turns:
@@ -139,6 +144,11 @@ impl Store {
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.db.ping().await
+    }
+
+    /// This process's id in the notifications it sends.
+    pub fn replica(&self) -> Uuid {
+        self.replica
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -265,5 +275,22 @@ mod tests {
     fn an_unparseable_url_is_refused_without_repeating_it() {
         let error = split_password("postgres://svc:hunter2@db:notaport/x").expect_err("invalid");
         assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+
+    #[test]
+    fn an_activation_notice_reads_back_what_was_written() {
+        let notice = ActivationNotice {
+            client_id: "abcDEF0123456789abcdefGH",
+            replica: Uuid::new_v4(),
+        };
+        let payload = notice.to_string();
+        assert_eq!(ActivationNotice::parse(&payload), Some(notice));
+        assert_eq!(ActivationNotice::parse("no-replica"), None);
+        assert_eq!(ActivationNotice::parse("id not-a-uuid"), None);
     }
 }

@@ -19,6 +19,32 @@ use crate::error::Error;
 /// client ID whose active secret changed.
 pub const SECRET_ACTIVATED: &str = "integration_secret_activated";
 
+/// What an activation notifies: the client whose active secret changed,
+/// and the replica that changed it (which has already forgotten it, and may
+/// have remembered the new one: it ignores its own notices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationNotice<'a> {
+    pub client_id: &'a str,
+    pub replica: Uuid,
+}
+
+impl<'a> ActivationNotice<'a> {
+    /// Reads a notice's payload: `<client ID> <replica>`.
+    pub fn parse(payload: &'a str) -> Option<Self> {
+        let (client_id, replica) = payload.split_once(' ')?;
+        Some(Self {
+            client_id,
+            replica: replica.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for ActivationNotice<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.client_id, self.replica)
+    }
+}
+
 /// A secret about to be stored as PENDING.
 #[derive(Debug)]
 pub struct NewSecret {
@@ -152,13 +178,14 @@ impl Store {
         if self.backend() == DbBackend::Postgres {
             // Delivered to every replica's listener when, and only if, the
             // transaction commits (see crate::invalidation).
+            let payload = ActivationNotice {
+                client_id: integration.client_id.as_str(),
+                replica: self.replica,
+            };
             txn.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "SELECT pg_notify($1, $2)",
-                [
-                    SECRET_ACTIVATED.into(),
-                    integration.client_id.as_str().into(),
-                ],
+                [SECRET_ACTIVATED.into(), payload.to_string().into()],
             ))
             .await?;
         }
