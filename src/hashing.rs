@@ -3,21 +3,29 @@
 //!
 //! One hash or verify costs tens of milliseconds of a core. Run on a tokio
 //! worker it would stall every other call multiplexed on that worker, so it
-//! runs on a pool of dedicated threads, one per core, fed by a bounded
-//! queue:
+//! runs on dedicated threads fed by bounded queues, in two lanes:
 //!
-//! - At idle priority (the default), those threads only get the CPU the rest
-//!   of the service leaves. A flood of wrong secrets, each of which costs a
-//!   verify, cannot slow the cache hits of real clients, which need only
-//!   microseconds of a tokio worker.
-//! - A call waits in the queue at most `queue_timeout`, then fails
-//!   `UNAVAILABLE`; a full queue fails at once, `RESOURCE_EXHAUSTED`. Work
-//!   whose caller has given up is skipped, not computed.
+//! - **The gateway's lane**: ValidateClient's cache misses, on one thread per
+//!   core. At idle priority (the default) those threads only get the CPU the
+//!   rest of the service leaves: a flood of wrong secrets, each of which
+//!   costs a verify, cannot slow the cache hits of real clients, which need
+//!   only microseconds of a tokio worker. The price: while requests keep
+//!   every core busy, cache misses wait, and fail at their deadline.
+//! - **The dashboard's lane**: hashing new secrets and checking the value an
+//!   activation sends, on one thread at normal priority, so that people can
+//!   still rotate a secret while the gateway's lane is starved or flooded.
+//!
+//! A call waits for its result at most `queue_timeout`, then fails
+//! `UNAVAILABLE`. A call that could not start before its deadline anyway
+//! (more waiting than the threads can finish in that time, or a full queue)
+//! fails at once, `RESOURCE_EXHAUSTED`. Work whose caller has given up is
+//! skipped, not computed.
 
 use std::{
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
     },
     time::{Duration, Instant},
@@ -41,12 +49,13 @@ pub enum Priority {
 #[derive(Debug, Clone)]
 pub struct HashingSettings {
     pub params: HashParams,
-    /// Threads, so at most this many hashes at once: one per core.
+    /// Threads of the gateway's lane: one per core.
     pub threads: usize,
-    /// Calls that may wait for a thread before new ones are refused.
+    /// Calls that may wait for a thread of a lane, at most.
     pub queue_capacity: usize,
     /// How long a call may wait for its result before it fails.
     pub queue_timeout: Duration,
+    /// The priority of the gateway's lane.
     pub priority: Priority,
 }
 
@@ -54,7 +63,8 @@ pub struct HashingSettings {
 /// threads stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct Hasher {
-    pool: Pool,
+    gateway: Pool,
+    dashboard: Pool,
     params: HashParams,
     /// A hash of a random value nobody knows, verified against when a client
     /// has no active secret, so that "unknown client" costs what "wrong
@@ -65,37 +75,29 @@ pub struct Hasher {
     verify_time: Duration,
 }
 
-/// The queue in front of the argon2 threads.
+/// One lane: a queue and the threads that empty it.
 #[derive(Clone)]
 struct Pool {
     jobs: SyncSender<Job>,
     queue_timeout: Duration,
+    /// Calls queued and not yet started.
+    waiting: Arc<AtomicUsize>,
+    /// More waiting than this could not start before the deadline.
+    most_waiting: Arc<AtomicUsize>,
 }
 
 /// Work for an argon2 thread, given that thread's reusable memory.
 type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
 impl Hasher {
-    /// Starts the threads and makes the decoy hash (one argon2id run, timed).
+    /// Starts both lanes and makes the decoy hash (one argon2id run, timed).
     pub async fn start(settings: &HashingSettings) -> Result<Self, Error> {
         let threads = settings.threads.max(1);
-        let (jobs, queue) = mpsc::sync_channel::<Job>(settings.queue_capacity.max(threads));
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..threads {
-            let queue = Arc::clone(&queue);
-            let priority = settings.priority;
-            std::thread::Builder::new()
-                .name(format!("argon2-{n}"))
-                .spawn(move || work(&queue, priority))
-                .map_err(Error::internal)?;
-        }
-        let pool = Pool {
-            jobs,
-            queue_timeout: settings.queue_timeout,
-        };
+        let gateway = Pool::start("argon2", threads, settings.priority, settings)?;
+        let dashboard = Pool::start("argon2-dashboard", 1, Priority::Normal, settings)?;
         let secret = ClientSecret::generate().map_err(Error::internal)?;
         let params = settings.params;
-        let (decoy, verify_time) = pool
+        let (decoy, verify_time) = dashboard
             .run(move |memory| {
                 let started = Instant::now();
                 let decoy =
@@ -103,8 +105,19 @@ impl Hasher {
                 Ok((decoy, started.elapsed()))
             })
             .await?;
+        // Work beyond what the threads can finish before the deadline would
+        // only time out: refuse it at once instead.
+        let per_thread = settings.queue_timeout.as_secs_f64() / verify_time.as_secs_f64().max(1e-3);
+        for (pool, threads) in [(&gateway, threads), (&dashboard, 1)] {
+            let finishable = (per_thread * threads as f64) as usize;
+            pool.most_waiting.store(
+                finishable.clamp(threads, settings.queue_capacity.max(threads)),
+                Ordering::Release,
+            );
+        }
         Ok(Self {
-            pool,
+            gateway,
+            dashboard,
             params,
             decoy,
             verify_time,
@@ -116,19 +129,31 @@ impl Hasher {
         self.verify_time
     }
 
-    /// Hashes a new secret at the configured cost.
+    /// Hashes a new secret at the configured cost, in the dashboard's lane.
     pub async fn hash(&self, secret: ClientSecret) -> Result<SecretHash, Error> {
         let params = self.params;
-        self.pool
+        self.dashboard
             .run(move |memory| {
                 SecretHash::compute(&secret, params, memory).map_err(Error::internal)
             })
             .await
     }
 
-    /// Whether `secret` matches `hash`.
+    /// Whether the value an activation sends matches `hash`, in the
+    /// dashboard's lane.
+    pub async fn check_possession(
+        &self,
+        secret: ClientSecret,
+        hash: SecretHash,
+    ) -> Result<bool, Error> {
+        self.dashboard
+            .run(move |memory| hash.matches(&secret, memory).map_err(Error::internal))
+            .await
+    }
+
+    /// Whether a client's `secret` matches `hash`, in the gateway's lane.
     pub async fn verify(&self, secret: ClientSecret, hash: SecretHash) -> Result<bool, Error> {
-        self.pool
+        self.gateway
             .run(move |memory| hash.matches(&secret, memory).map_err(Error::internal))
             .await
     }
@@ -141,15 +166,52 @@ impl Hasher {
 }
 
 impl Pool {
-    /// Queues `work` for an argon2 thread and waits for its result.
+    /// Starts `threads` threads named `name-<n>` at `priority`.
+    fn start(
+        name: &str,
+        threads: usize,
+        priority: Priority,
+        settings: &HashingSettings,
+    ) -> Result<Self, Error> {
+        let capacity = settings.queue_capacity.max(threads);
+        let (jobs, queue) = mpsc::sync_channel::<Job>(capacity);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("{name}-{n}"))
+                .spawn(move || work(&queue, priority))
+                .map_err(Error::internal)?;
+        }
+        Ok(Self {
+            jobs,
+            queue_timeout: settings.queue_timeout,
+            waiting: Arc::default(),
+            most_waiting: Arc::new(AtomicUsize::new(capacity)),
+        })
+    }
+
+    /// Queues `work` for a thread of this lane and waits for its result.
     async fn run<T, F>(&self, work: F) -> Result<T, Error>
     where
         F: FnOnce(&mut Memory) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
+        let full = || {
+            Error::ResourceExhausted(
+                "too many secrets are waiting to be checked; retry with backoff".into(),
+            )
+        };
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.most_waiting.load(Ordering::Acquire)
+        {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(full());
+        }
         let (done, result) = oneshot::channel();
         let span = tracing::Span::current();
+        let waiting = Arc::clone(&self.waiting);
         let job: Job = Box::new(move |memory| {
+            waiting.fetch_sub(1, Ordering::AcqRel);
             // The caller gave up (timed out, or its client went away).
             if done.is_closed() {
                 return;
@@ -159,11 +221,11 @@ impl Pool {
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                return Err(Error::ResourceExhausted(
-                    "too many secrets are waiting to be checked; retry with backoff".into(),
-                ));
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                return Err(full());
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
                 return Err(Error::internal("the argon2 threads have stopped"));
             }
         }
@@ -263,7 +325,7 @@ mod tests {
                 let (hasher, running, peak) = (hasher.clone(), running.clone(), peak.clone());
                 tokio::spawn(async move {
                     hasher
-                        .pool
+                        .gateway
                         .run(move |_| {
                             use std::sync::atomic::Ordering::SeqCst;
                             let now = running.fetch_add(1, SeqCst) + 1;
@@ -288,7 +350,7 @@ mod tests {
         let hasher = Hasher::start(&settings(1, 1, Duration::from_millis(200)))
             .await
             .expect("hasher");
-        let pool = hasher.pool.clone();
+        let pool = hasher.gateway.clone();
         let running = tokio::spawn(async move {
             pool.run(|_| {
                 std::thread::sleep(Duration::from_millis(800));
@@ -298,10 +360,10 @@ mod tests {
         });
         // The one thread is busy for 800 ms; the queue has one slot.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let waiting = hasher.pool.run(|_| Ok(()));
+        let waiting = hasher.gateway.run(|_| Ok(()));
         let refused = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            hasher.pool.run(|_| Ok(())).await
+            hasher.gateway.run(|_| Ok(())).await
         };
         let (waiting, refused) = tokio::join!(waiting, refused);
         let code = |r: Result<(), Error>| r.err().map(|e| e.code());
@@ -321,5 +383,33 @@ mod tests {
             Some(tonic::Code::Unavailable),
             "its result came too late"
         );
+    }
+
+    #[tokio::test]
+    async fn the_dashboards_lane_is_not_held_up_by_the_gateways() {
+        let hasher = Hasher::start(&settings(1, 8, Duration::from_secs(10)))
+            .await
+            .expect("hasher");
+        let gateway = hasher.gateway.clone();
+        let busy = tokio::spawn(async move {
+            gateway
+                .run(|_| {
+                    std::thread::sleep(Duration::from_secs(2));
+                    Ok(())
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let hashed = hasher.hash(ClientSecret::generate().expect("RNG"));
+        let hashed = tokio::time::timeout(Duration::from_secs(1), hashed).await;
+        assert!(
+            matches!(hashed, Ok(Ok(_))),
+            "a new secret was hashed while the gateway's lane was busy"
+        );
+        assert!(
+            !busy.is_finished(),
+            "the gateway's lane was busy throughout"
+        );
+        busy.await.expect("join").expect("work");
     }
 }

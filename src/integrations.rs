@@ -239,7 +239,7 @@ impl Integrations {
         };
 
         if let Some((pending_id, hash)) = candidate(&integration.pending_secret)
-            && self.hasher.verify(secret.clone(), hash).await?
+            && self.hasher.check_possession(secret.clone(), hash).await?
         {
             return match self.activate(organization, pending_id).await? {
                 Activation::Activated {
@@ -273,7 +273,7 @@ impl Integrations {
         }
 
         if let Some((_, hash)) = candidate(&integration.active_secret)
-            && self.hasher.verify(secret, hash).await?
+            && self.hasher.check_possession(secret, hash).await?
         {
             return Ok(integration);
         }
