@@ -21,7 +21,7 @@ use tracing::{Span, field::Empty, instrument};
 
 use crate::domain::{ClientId, OrganizationId, SecretState};
 use crate::error::Error;
-use crate::integrations::{Integrations, Validation};
+use crate::integrations::{Integrations, Rejection, Validation};
 use crate::proto::{self, integration_service_server::IntegrationService};
 use crate::store::{Integration, StoredSecret};
 
@@ -35,21 +35,24 @@ pub struct IntegrationApi {
     refusals: Refusals,
 }
 
-/// Counts the calls refused because the service was saturated (throttled,
-/// or argon2's queue full or too slow). Each is logged at DEBUG only, so that
-/// a flood of calls cannot also flood the log; their number is reported
-/// periodically instead (see `crate::startup`).
+/// Counts what is logged at DEBUG only, so that a flood of calls cannot
+/// also flood the log: calls refused because the service was saturated
+/// (throttled, or argon2's queue full or too slow), and checks of malformed
+/// credentials. Their numbers are reported periodically instead (see
+/// `crate::startup`).
 #[derive(Debug, Clone, Default)]
-pub struct Refusals(Arc<AtomicU64>);
+pub struct Refusals {
+    saturated: Arc<AtomicU64>,
+    malformed: Arc<AtomicU64>,
+}
 
 impl Refusals {
-    /// The number of refusals since the last call.
-    pub fn take(&self) -> u64 {
-        self.0.swap(0, Ordering::Relaxed)
-    }
-
-    fn add(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    /// The numbers of refusals (saturated, malformed) since the last call.
+    pub fn take(&self) -> (u64, u64) {
+        (
+            self.saturated.swap(0, Ordering::Relaxed),
+            self.malformed.swap(0, Ordering::Relaxed),
+        )
     }
 }
 
@@ -86,7 +89,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::CreateIntegrationRequest>,
     ) -> Result<Response<proto::CreateIntegrationResponse>, Status> {
-        self.respond(async {
+        self.respond("CreateIntegration", async {
             let organization = organization(request.into_inner().organization_id)?;
             let integration = self.integrations.create(&organization).await?;
             Ok(proto::CreateIntegrationResponse {
@@ -101,7 +104,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::GetIntegrationRequest>,
     ) -> Result<Response<proto::GetIntegrationResponse>, Status> {
-        self.respond(async {
+        self.respond("GetIntegration", async {
             let organization = organization(request.into_inner().organization_id)?;
             let integration = self.integrations.get(&organization).await?;
             Ok(proto::GetIntegrationResponse {
@@ -116,7 +119,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::GenerateSecretRequest>,
     ) -> Result<Response<proto::GenerateSecretResponse>, Status> {
-        self.respond(async {
+        self.respond("GenerateSecret", async {
             let organization = organization(request.into_inner().organization_id)?;
             let (value, stored) = self.integrations.generate_secret(&organization).await?;
             Ok(proto::GenerateSecretResponse {
@@ -132,7 +135,7 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<proto::ActivateSecretRequest>,
     ) -> Result<Response<proto::ActivateSecretResponse>, Status> {
-        self.respond(async {
+        self.respond("ActivateSecret", async {
             let request = request.into_inner();
             let organization = organization(request.organization_id)?;
             let value = credential("client_secret", &request.client_secret)?;
@@ -183,18 +186,29 @@ impl IntegrationService for IntegrationApi {
                     domain,
                 }
             }
+            Ok(Validation::Invalid(Rejection::Malformed)) => {
+                self.refusals.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    latency_ms,
+                    "client validation failed: malformed credentials"
+                );
+                proto::ValidateClientResponse::default()
+            }
             Ok(Validation::Invalid(rejection)) => {
-                // Only a well-formed client ID is safe to echo into the log.
-                let client_id = ClientId::parse(&request.client_id);
                 tracing::info!(
-                    client_id = client_id.as_ref().map_or("<malformed>", ClientId::as_str),
+                    client_id = %request.client_id,
                     outcome = rejection.as_str(),
                     latency_ms,
                     "client validation failed"
                 );
                 proto::ValidateClientResponse::default()
             }
-            Err(error) => return Err(self.refuse(error, latency_ms)),
+            Err(error) => {
+                // Only a well-formed client ID is safe to echo into the log.
+                let client_id = ClientId::parse(&request.client_id);
+                let client_id = client_id.as_ref().map(ClientId::as_str);
+                return Err(self.refuse("ValidateClient", client_id, error, latency_ms));
+            }
         };
         Ok(Response::new(response))
     }
@@ -227,6 +241,7 @@ impl IntegrationApi {
     /// to the status the caller gets.
     async fn respond<T>(
         &self,
+        rpc: &'static str,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
@@ -237,26 +252,33 @@ impl IntegrationApi {
                 tracing::info!(code = ?Code::Ok, latency_ms, "request completed");
                 Ok(Response::new(response))
             }
-            Err(error) => Err(self.refuse(error, latency_ms)),
+            Err(error) => Err(self.refuse(rpc, None, error, latency_ms)),
         }
     }
 
     /// Logs a failed call once, at the level its cause deserves, and turns
     /// it into the status the caller gets.
-    fn refuse(&self, error: Error, latency_ms: f64) -> Status {
+    fn refuse(
+        &self,
+        rpc: &'static str,
+        client_id: Option<&str>,
+        error: Error,
+        latency_ms: f64,
+    ) -> Status {
+        let code = error.code();
         match &error {
             Error::Internal(_) => {
-                tracing::error!(code = ?error.code(), latency_ms, error = %error, "request failed");
+                tracing::error!(rpc, client_id, ?code, latency_ms, error = %error, "request failed");
             }
             Error::Unavailable(_) => {
-                tracing::warn!(code = ?error.code(), latency_ms, error = %error, "request failed");
+                tracing::warn!(rpc, client_id, ?code, latency_ms, error = %error, "request failed");
             }
             Error::ResourceExhausted(_) | Error::Overloaded(_) => {
-                self.refusals.add();
-                tracing::debug!(code = ?error.code(), latency_ms, reason = %error, "request refused");
+                self.refusals.saturated.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(rpc, client_id, ?code, latency_ms, reason = %error, "request refused");
             }
             _ => {
-                tracing::info!(code = ?error.code(), latency_ms, reason = %error, "request refused");
+                tracing::info!(rpc, client_id, ?code, latency_ms, reason = %error, "request refused");
             }
         }
         Status::from(error)

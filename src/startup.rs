@@ -237,19 +237,28 @@ impl Application {
 const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(10);
 
 /// Logs, every [`REFUSALS_REPORTED_EVERY`], how many calls were refused
-/// because the service was saturated, if any were.
+/// because the service was saturated, and how many validations carried
+/// malformed credentials, if any did.
 fn report_refusals(refusals: Refusals) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(REFUSALS_REPORTED_EVERY);
         ticks.tick().await;
+        let seconds = REFUSALS_REPORTED_EVERY.as_secs();
         loop {
             ticks.tick().await;
-            let refused = refusals.take();
-            if refused > 0 {
+            let (saturated, malformed) = refusals.take();
+            if saturated > 0 {
                 tracing::warn!(
-                    refused,
-                    seconds = REFUSALS_REPORTED_EVERY.as_secs(),
+                    refused = saturated,
+                    seconds,
                     "calls refused under load (throttled, or argon2 saturated)"
+                );
+            }
+            if malformed > 0 {
+                tracing::info!(
+                    validations = malformed,
+                    seconds,
+                    "validations with malformed credentials (refused without a lookup)"
                 );
             }
         }

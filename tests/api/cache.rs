@@ -1,30 +1,154 @@
 //! The gateway's hot path: what the cache answers, when it stops, and the
 //! throttle in front of everything it cannot answer.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use integration_service::{
-    domain::{ClientId, ClientSecret},
-    proto,
+    cache::{CredentialCache, Lookup},
+    domain::{ClientId, ClientSecret, OrganizationId},
+    invalidation, proto,
+    store::Store,
 };
+use sea_orm::ConnectionTrait;
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, TestDatabase, spawn_app_with};
-use crate::on_every_backend;
+use crate::helpers::{Backend, TestDatabase, spawn_app_with};
 use crate::process::ServerProcess;
 
-on_every_backend! {
-    async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica(app: TestApp) {
-        let (client_id, old) = app.ready("org-hot").await;
-        for _ in 0..3 {
-            assert!(app.is_valid(&client_id, &old).await, "warm");
-        }
-        let (new, _) = app.generate("org-hot").await.expect("generated");
-        assert!(app.is_valid(&client_id, &old).await, "a pending secret changes nothing");
-        app.activate("org-hot", &new).await.expect("activated");
-        assert!(!app.is_valid(&client_id, &old).await, "revoked at once, cached or not");
-        assert!(app.is_valid(&client_id, &new).await);
+/// The cache trusts an entry for a minute here: only the activation's own
+/// invalidation can make the old secret fail at once.
+async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, trust_for_a_minute).await else {
+        return;
+    };
+    let (client_id, old) = app.ready("org-hot").await;
+    for _ in 0..3 {
+        assert!(app.is_valid(&client_id, &old).await, "warm");
     }
+    let (new, _) = app.generate("org-hot").await.expect("generated");
+    assert!(
+        app.is_valid(&client_id, &old).await,
+        "a pending secret changes nothing"
+    );
+    app.activate("org-hot", &new).await.expect("activated");
+    assert!(
+        !app.is_valid(&client_id, &old).await,
+        "revoked at once, cached or not"
+    );
+    assert!(app.is_valid(&client_id, &new).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica_on_sqlite() {
+    a_revoked_secret_stops_validating_at_once_on_the_activating_replica(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica_on_postgres() {
+    a_revoked_secret_stops_validating_at_once_on_the_activating_replica(Backend::Postgres).await;
+}
+
+fn trust_for_a_minute(settings: &mut integration_service::startup::Settings) {
+    settings.cache_revalidate = Duration::from_secs(60);
+}
+
+/// The listener, on its own: notices from other replicas make the cache
+/// forget a client, its own are ignored, and losing its connection (when
+/// notices may be missed) makes the cache stop trusting what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_keeps_the_cache_honest() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let store = Store::connect(&crate::helpers::settings(&database.url).database)
+        .await
+        .expect("connected");
+    store.migrate().await.expect("migrated");
+    let cache = Arc::new(CredentialCache::new(10, Duration::from_secs(60)).expect("RNG"));
+    let listening = invalidation::subscribe(&store)
+        .await
+        .expect("subscribed")
+        .expect("PostgreSQL has notifications")
+        .follow(Arc::clone(&cache));
+    let admin = store.connection();
+    let notify = |client_id: &ClientId, replica: uuid::Uuid| {
+        let sql = format!(
+            "SELECT pg_notify('integration_secret_activated', '{} {replica}')",
+            client_id.as_str()
+        );
+        async move { admin.execute_unprepared(&sql).await }
+    };
+    let remember = |client_id: &ClientId, secret: &ClientSecret| {
+        let organization = OrganizationId::parse("org".into()).expect("valid");
+        cache.remember(
+            cache.now(),
+            client_id,
+            secret,
+            uuid::Uuid::now_v7(),
+            organization,
+            None,
+        );
+    };
+    let (a, b) = (
+        ClientId::generate().expect("RNG"),
+        ClientId::generate().expect("RNG"),
+    );
+    let secret = ClientSecret::generate().expect("RNG");
+    remember(&a, &secret);
+    remember(&b, &secret);
+
+    // Its own notice: nothing to do.
+    notify(&a, store.replica()).await.expect("notified");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        matches!(cache.lookup(&a, &secret), Lookup::Fresh(_)),
+        "its own notice is ignored"
+    );
+
+    // Another replica's notice: forget that client, and only it.
+    notify(&a, uuid::Uuid::new_v4()).await.expect("notified");
+    eventually(
+        || matches!(cache.lookup(&a, &secret), Lookup::Miss),
+        "a is forgotten",
+    )
+    .await;
+    assert!(
+        matches!(cache.lookup(&b, &secret), Lookup::Fresh(_)),
+        "b is untouched"
+    );
+
+    // The listening connection is cut: whatever was cached is not trusted
+    // until the database confirms it.
+    let name = database
+        .url
+        .rsplit('/')
+        .next()
+        .expect("a database name")
+        .to_owned();
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND query LIKE 'LISTEN%'"
+        ))
+        .await
+        .expect("the listener's connection terminated");
+    eventually(
+        || matches!(cache.lookup(&b, &secret), Lookup::Stale(_)),
+        "b is not trusted",
+    )
+    .await;
+    listening.abort();
+}
+
+/// Polls `done` for up to three seconds.
+async fn eventually(done: impl Fn() -> bool, what: &str) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 3 s");
 }
 
 /// Two server processes on one database; the second holds the first secret

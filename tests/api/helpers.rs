@@ -172,7 +172,14 @@ impl TestApp {
 
     /// Starts a second server on the same database, as another replica.
     pub async fn replica(&self) -> TestApp {
-        start(self.database.clone(), self.settings.clone()).await
+        self.replica_with(|_| {}).await
+    }
+
+    /// Like [`TestApp::replica`], with settings changed by `adjust` first.
+    pub async fn replica_with(&self, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        adjust(&mut settings);
+        start(self.database.clone(), settings).await
     }
 
     /// A new connection to the server, for clients of other services.
