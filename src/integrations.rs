@@ -1,18 +1,15 @@
 //! The Integration tab's operations and the gateway's check, in domain
 //! terms: what each RPC does once its input is parsed.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::sync::Arc;
 
-use tokio::sync::OnceCell;
 use tracing::info;
 
 use crate::cache::{CredentialCache, Fingerprint, Lookup, Moment, Verified};
 use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId};
 use crate::error::Error;
 use crate::hashing::Hasher;
+use crate::single_flight::SingleFlight;
 use crate::store::{Activation, Integration, NewSecret, Store, StoredSecret};
 use crate::throttle::Throttle;
 
@@ -23,8 +20,9 @@ pub struct Integrations {
     hasher: Hasher,
     cache: Arc<CredentialCache>,
     throttle: Throttle,
-    /// Verifications under way; see [`Integrations::verify_once`].
-    in_flight: InFlight,
+    /// Verifications under way, by the pair's fingerprint and its client's
+    /// last invalidation; see [`Integrations::verify_once`].
+    in_flight: SingleFlight<(Fingerprint, Moment), Result<Validation, Error>>,
     default_domain: DomainName,
 }
 
@@ -37,72 +35,6 @@ pub enum Validation {
         domain: String,
     },
     Invalid(Rejection),
-}
-
-/// The outcome of one verification, awaited by every identical check that
-/// arrived while it ran.
-type SharedOutcome = OnceCell<Result<Validation, Error>>;
-
-/// Verifications under way, by fingerprint of the pair, each with the
-/// number of checks waiting on it.
-type InFlight = Mutex<HashMap<InFlightKey, (Arc<SharedOutcome>, usize)>>;
-
-/// A pair's fingerprint, and the last invalidation of its client before the
-/// check started.
-type InFlightKey = (Fingerprint, Moment);
-
-/// One check waiting on a verification in [`Integrations::verify_once`].
-/// The entry leaves the map when the verification ends, or when the last
-/// check waiting on it goes away: a caller that gives up must not leave it
-/// behind. The count only changes under the map's lock.
-struct Waiting<'a> {
-    in_flight: &'a InFlight,
-    key: InFlightKey,
-    shared: Arc<SharedOutcome>,
-}
-
-impl<'a> Waiting<'a> {
-    fn join(in_flight: &'a InFlight, key: InFlightKey) -> Self {
-        let mut map = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        let (shared, waiting) = map.entry(key).or_default();
-        *waiting += 1;
-        Self {
-            in_flight,
-            key,
-            shared: Arc::clone(shared),
-        }
-    }
-
-    /// Takes the entry out of the map, if it is still this one.
-    fn retire(&self) {
-        let mut map = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if map
-            .get(&self.key)
-            .is_some_and(|(entry, _)| Arc::ptr_eq(entry, &self.shared))
-        {
-            map.remove(&self.key);
-        }
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        let mut map = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((entry, waiting)) = map.get_mut(&self.key)
-            && Arc::ptr_eq(entry, &self.shared)
-        {
-            *waiting -= 1;
-            if *waiting == 0 {
-                map.remove(&self.key);
-            }
-        }
-    }
 }
 
 /// Why a client check failed.
@@ -139,7 +71,7 @@ impl Integrations {
             hasher,
             cache,
             throttle,
-            in_flight: Mutex::default(),
+            in_flight: SingleFlight::default(),
             default_domain,
         }
     }
@@ -356,21 +288,13 @@ impl Integrations {
             self.cache.fingerprint(client_id, &secret),
             self.cache.invalidated(client_id),
         );
-        let waiting = Waiting::join(&self.in_flight, key);
-        let outcome = waiting
-            .shared
-            .get_or_init(|| async {
-                let outcome = self.verify(client_id, secret).await;
-                // Checks that arrive from now on verify afresh: an
-                // activation may follow this answer.
-                waiting.retire();
-                outcome
-            })
-            .await;
-        match outcome {
+        let share = |outcome: &Result<Validation, Error>| match outcome {
             Ok(validation) => Ok(validation.clone()),
             Err(error) => Err(error.shared()),
-        }
+        };
+        self.in_flight
+            .run(key, || self.verify(client_id, secret), share)
+            .await
     }
 
     /// The slow way: the throttle, one database read, one argon2 verify.
@@ -570,48 +494,6 @@ mod tests {
             let validation = check.await.expect("join").expect("answered, not throttled");
             assert!(matches!(validation, Validation::Valid { .. }));
         }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn checks_leave_no_trace_in_flight_whether_they_finish_or_give_up() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let (integrations, _) = integrations(&dir, 1_000).await;
-        let integrations = Arc::new(integrations);
-        let org = OrganizationId::parse("org-gone".into()).expect("valid");
-        let client_id = integrations.create(&org).await.expect("created").client_id;
-        let in_flight =
-            |i: &Integrations| i.in_flight.lock().map(|m| m.len()).unwrap_or(usize::MAX);
-
-        // Callers that give up mid-verification (their client went away).
-        for _ in 0..8 {
-            let (integrations, client_id) = (Arc::clone(&integrations), client_id.clone());
-            let wrong = ClientSecret::generate().expect("RNG");
-            let check = tokio::spawn(async move {
-                integrations
-                    .validate_client(client_id.as_str(), wrong.expose())
-                    .await
-            });
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            check.abort();
-            let _ = check.await;
-        }
-        assert_eq!(in_flight(&integrations), 0, "abandoned checks left entries");
-
-        // Checks that finish.
-        let wrong = ClientSecret::generate().expect("RNG");
-        let validation = integrations
-            .validate_client(client_id.as_str(), wrong.expose())
-            .await
-            .expect("answered");
-        assert!(matches!(
-            validation,
-            Validation::Invalid(Rejection::NoActiveSecret)
-        ));
-        assert_eq!(
-            in_flight(&integrations),
-            0,
-            "a finished check left its entry"
-        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

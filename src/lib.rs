@@ -29,6 +29,7 @@
 //! - [`cache`]: successful verifications, so the gateway's hot path needs
 //!   neither argon2 nor the database.
 //! - [`throttle`]: per-client and overall limits on cache misses.
+//! - [`single_flight`]: identical checks under way verified once.
 //! - [`invalidation`]: PostgreSQL notifications that keep every replica's
 //!   cache honest.
 //! - [`store`]: the tables, every query, the transactions.
@@ -47,6 +48,7 @@ pub mod health;
 pub mod integrations;
 pub mod invalidation;
 pub mod proto;
+pub mod single_flight;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
