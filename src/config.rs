@@ -6,9 +6,10 @@ use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::{Token, Tokens};
 use crate::domain::{DomainName, HashParams};
 use crate::hashing::{HashingSettings, Priority};
-use crate::startup::Settings;
+use crate::startup::{AccessSettings, Settings, TlsFiles};
 use crate::store::StoreOptions;
 use crate::throttle::ThrottleSettings;
 
@@ -28,6 +29,8 @@ pub struct Cli {
     serve: ServeArgs,
 }
 
+// Built once per process: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the gRPC API (the default).
@@ -37,6 +40,7 @@ enum Command {
 }
 
 /// What the binary was asked to do.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
     Serve(Settings),
@@ -123,9 +127,17 @@ struct ServeArgs {
     #[arg(long, env = "INTEGRATION_THROTTLE_OVERALL_PER_SECOND")]
     throttle_overall_per_second: Option<NonZeroU32>,
 
+    /// ActivateSecret attempts with a wrong value allowed per organization
+    /// per minute (and at once); more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "INTEGRATION_THROTTLE_ACTIVATION_FAILURES_PER_MINUTE", default_value_t = nz(10))]
+    throttle_activation_failures_per_minute: NonZeroU32,
+
     /// Seconds between database health probes.
     #[arg(long, env = "INTEGRATION_HEALTH_INTERVAL_SECS", default_value_t = 1)]
     health_interval_secs: u64,
+
+    #[command(flatten)]
+    access: AccessArgs,
 
     #[command(flatten)]
     database: DatabaseArgs,
@@ -133,6 +145,46 @@ struct ServeArgs {
     #[command(flatten)]
     log: LogArgs,
 }
+
+/// Who may call, and over what.
+#[derive(Debug, Args)]
+struct AccessArgs {
+    /// File of admin tokens (CreateIntegration, GetIntegration,
+    /// GenerateSecret, ActivateSecret), one per line; `#` starts a comment.
+    /// Tokens may also come from the INTEGRATION_ADMIN_TOKENS variable
+    /// (comma-separated); never from the command line, where other users of
+    /// the machine could read them.
+    #[arg(long, env = "INTEGRATION_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+
+    /// File of validator tokens (ValidateClient only), one per line; also
+    /// INTEGRATION_VALIDATOR_TOKENS.
+    #[arg(long, env = "INTEGRATION_VALIDATOR_TOKEN_FILE")]
+    validator_token_file: Option<PathBuf>,
+
+    /// Serve without tokens on an address other than loopback. Anyone who
+    /// can reach the port can then change secrets: only for networks where
+    /// something else (a mesh, mutual TLS) decides who connects.
+    #[arg(long, env = "INTEGRATION_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, env = "INTEGRATION_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "INTEGRATION_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// PEM certificates of the CAs whose client certificates are accepted:
+    /// with it, every caller must present one (mutual TLS).
+    #[arg(long, env = "INTEGRATION_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+/// Where tokens come from besides files: variables only.
+pub const ADMIN_TOKENS_VAR: &str = "INTEGRATION_ADMIN_TOKENS";
+pub const VALIDATOR_TOKENS_VAR: &str = "INTEGRATION_VALIDATOR_TOKENS";
 
 #[derive(Debug, Args)]
 struct MigrateArgs {
@@ -196,18 +248,64 @@ impl Cli {
     }
 
     /// Turns the command line into what to do, refusing settings that make
-    /// no sense (argon2 below its floor).
+    /// no sense (argon2 below its floor, unreadable or weak tokens). Token
+    /// variables are read from the process's environment.
     pub fn action(self) -> Result<Action, String> {
+        self.action_with(|name| std::env::var(name).ok())
+    }
+
+    /// [`Cli::action`], with variables looked up by `var`.
+    pub fn action_with(self, var: impl Fn(&str) -> Option<String>) -> Result<Action, String> {
         match self.command {
             Some(Command::Migrate(args)) => Ok(Action::Migrate(args.database.store_options())),
-            Some(Command::Serve(args)) => args.settings().map(Action::Serve),
-            None => self.serve.settings().map(Action::Serve),
+            Some(Command::Serve(args)) => args.settings(&var).map(Action::Serve),
+            None => self.serve.settings(&var).map(Action::Serve),
         }
     }
 }
 
+impl AccessArgs {
+    fn settings(self, var: &dyn Fn(&str) -> Option<String>) -> Result<AccessSettings, String> {
+        let tokens = |file: Option<PathBuf>, variable: &str, role: &str| {
+            let mut tokens = Vec::new();
+            if let Some(path) = file {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("cannot read the {role} token file {}: {e}", path.display())
+                })?;
+                tokens
+                    .extend(Token::parse_list(&text).map_err(|e| {
+                        format!("in the {role} token file {}: {e}", path.display())
+                    })?);
+            }
+            if let Some(text) = var(variable) {
+                tokens.extend(Token::parse_list(&text).map_err(|e| format!("in {variable}: {e}"))?);
+            }
+            Ok::<_, String>(tokens)
+        };
+        let admin = tokens(self.admin_token_file, ADMIN_TOKENS_VAR, "admin")?;
+        let validator = tokens(self.validator_token_file, VALIDATOR_TOKENS_VAR, "validator")?;
+        let tokens = Tokens::new(&admin, &validator)?;
+        if self.insecure_no_auth && !tokens.is_empty() {
+            return Err(
+                "--insecure-no-auth and tokens were both given; drop one: with tokens, every \
+                 call needs one"
+                    .into(),
+            );
+        }
+        Ok(AccessSettings {
+            tokens,
+            insecure_no_auth: self.insecure_no_auth,
+            tls: self.tls_cert.zip(self.tls_key).map(|(cert, key)| TlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca,
+            }),
+        })
+    }
+}
+
 impl ServeArgs {
-    fn settings(self) -> Result<Settings, String> {
+    fn settings(self, var: &dyn Fn(&str) -> Option<String>) -> Result<Settings, String> {
         let hash_params = HashParams::new(
             self.argon2_memory_kib,
             self.argon2_iterations,
@@ -228,6 +326,7 @@ impl ServeArgs {
                 queue_timeout: Duration::from_millis(self.argon2_timeout_ms.max(1)),
                 priority: self.argon2_priority,
             },
+            access: self.access.settings(var)?,
             cache_capacity: self.cache_capacity,
             cache_revalidate: Duration::from_millis(self.cache_revalidate_ms),
             throttle: ThrottleSettings {
@@ -235,6 +334,7 @@ impl ServeArgs {
                 per_client_burst: self.throttle_client_burst,
                 overall_per_second: self.throttle_overall_per_second,
                 tracked_clients: self.cache_capacity,
+                activation_failures_per_minute: self.throttle_activation_failures_per_minute,
             },
             health_interval: Duration::from_secs(self.health_interval_secs.max(1)),
         })
@@ -283,10 +383,82 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Action, String> {
+        parse_with(args, &[])
+    }
+
+    /// Parses `args` with `vars` as the only token variables set.
+    fn parse_with(args: &[&str], vars: &[(&str, &str)]) -> Result<Action, String> {
         let cli =
             Cli::try_parse_from(std::iter::once("integration-service").chain(args.iter().copied()))
                 .map_err(|e| e.to_string())?;
-        cli.action()
+        cli.action_with(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    fn serve_settings(args: &[&str], vars: &[(&str, &str)]) -> Result<Settings, String> {
+        match parse_with(args, vars)? {
+            Action::Serve(settings) => Ok(settings),
+            Action::Migrate(_) => Err("migrate".into()),
+        }
+    }
+
+    #[test]
+    fn tokens_come_from_files_and_variables_per_role() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("admin");
+        std::fs::write(
+            &file,
+            format!("# admins\n{}\n{}\n", "a".repeat(32), "b".repeat(32)),
+        )
+        .expect("written");
+        let validator = "v".repeat(40);
+        let settings = serve_settings(
+            &["--admin-token-file", file.to_str().expect("UTF-8")],
+            &[(VALIDATOR_TOKENS_VAR, &validator)],
+        )
+        .expect("valid");
+        assert_eq!(settings.access.tokens.counts(), (2, 1));
+        assert!(!settings.access.insecure_no_auth);
+        assert!(settings.access.tls.is_none());
+    }
+
+    #[test]
+    fn without_tokens_authentication_is_off() {
+        let settings = serve_settings(&[], &[]).expect("valid");
+        assert!(settings.access.tokens.is_empty());
+    }
+
+    #[test]
+    fn weak_shared_or_unreadable_tokens_and_contradictions_stop_the_start() {
+        let same = "s".repeat(32);
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(&[&str], Vars); 4] = [
+            (&[], &[(ADMIN_TOKENS_VAR, "short")]),
+            (
+                &[],
+                &[(ADMIN_TOKENS_VAR, &same), (VALIDATOR_TOKENS_VAR, &same)],
+            ),
+            (&["--admin-token-file", "/nonexistent/tokens"], &[]),
+            (&["--insecure-no-auth"], &[(ADMIN_TOKENS_VAR, &same)]),
+        ];
+        for (args, vars) in cases {
+            let message = serve_settings(args, vars).expect_err("refused");
+            assert!(!message.contains(&same), "the message repeats a token");
+        }
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key() {
+        assert!(parse(&["--tls-key", "k.pem"]).is_err());
+        assert!(parse(&["--tls-client-ca", "ca.pem"]).is_err());
+        let settings =
+            serve_settings(&["--tls-cert", "c.pem", "--tls-key", "k.pem"], &[]).expect("valid");
+        let tls = settings.access.tls.expect("TLS on");
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert!(tls.client_ca.is_none());
     }
 
     #[test]

@@ -145,12 +145,15 @@ impl Integrations {
     /// The value of the PENDING secret makes it ACTIVE and revokes the
     /// previous active one, in one transaction. The value of the ACTIVE
     /// secret succeeds and changes nothing, so a retried activation succeeds.
-    /// Any other value fails `FAILED_PRECONDITION`.
+    /// Any other value fails `FAILED_PRECONDITION`, and counts against the
+    /// organization's budget of failures (`RESOURCE_EXHAUSTED` once spent).
     pub async fn activate_secret(
         &self,
         organization: &OrganizationId,
         value: &str,
     ) -> Result<Integration, Error> {
+        let failures = self.throttle.activations();
+        failures.admit(organization)?;
         let integration = self.get(organization).await?;
         let no_match = |detail: &str| {
             Error::FailedPrecondition(format!(
@@ -159,7 +162,10 @@ impl Integrations {
                  value GenerateSecret returned"
             ))
         };
-        let secret = ClientSecret::parse(value).map_err(|e| no_match(&format!(" ({e})")))?;
+        let secret = ClientSecret::parse(value).map_err(|e| {
+            failures.failed(organization);
+            no_match(&format!(" ({e})"))
+        })?;
 
         // The hint (the last four characters) rules out a candidate without
         // spending an argon2 verify on it.
@@ -209,6 +215,7 @@ impl Integrations {
         {
             return Ok(integration);
         }
+        failures.failed(organization);
         Err(no_match(""))
     }
 
@@ -391,6 +398,7 @@ mod tests {
                 per_client_burst: NonZeroU32::new(burst).expect("non-zero"),
                 overall_per_second: Some(many),
                 tracked_clients: 100,
+                activation_failures_per_minute: many,
             },
             2,
             hasher.verify_time(),

@@ -4,7 +4,8 @@
 //! # How a request flows
 //!
 //! ```text
-//! tonic ─▶ codec      (protobuf in, size limit: bad bytes become a status)
+//! tonic ─▶ auth       (a bearer token of the role the method needs)
+//!       ─▶ codec      (protobuf in, size limit: bad bytes become a status)
 //!       ─▶ grpc       (parse into domain types, one call, map the result)
 //!       ─▶ integrations (the operations: create, get, generate, activate, validate)
 //!            ├─▶ cache    (ValidateClient: verified pairs, answered in microseconds)
@@ -20,6 +21,7 @@
 //! - [`startup`]: `Application::build` connects, migrates and binds;
 //!   `run_until_stopped` serves until a shutdown future resolves.
 //! - [`telemetry`]: the tracing subscriber.
+//! - [`auth`]: bearer tokens per role, checked before any handler runs.
 //! - [`codec`]: what the wire may send (malformed and oversized messages).
 //! - [`grpc`]: the handlers, and the one log event per request.
 //! - [`integrations`]: what each operation does, in domain terms.
@@ -28,7 +30,8 @@
 //! - [`hashing`]: where argon2id runs, and how long a call may wait for it.
 //! - [`cache`]: successful verifications, so the gateway's hot path needs
 //!   neither argon2 nor the database.
-//! - [`throttle`]: per-client and overall limits on cache misses.
+//! - [`throttle`]: per-client and overall limits on cache misses, and the
+//!   per-organization limit on failed activations.
 //! - [`single_flight`]: identical checks under way verified once.
 //! - [`invalidation`]: PostgreSQL notifications that keep every replica's
 //!   cache honest.
@@ -37,6 +40,7 @@
 //! - [`error`]: the error type and its one mapping to a gRPC status.
 //! - [`proto`]: the generated contract.
 
+pub mod auth;
 pub mod cache;
 pub mod codec;
 pub mod config;

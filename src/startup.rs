@@ -1,15 +1,16 @@
 //! Building the service (everything that can fail: connect, migrate, bind)
 //! and running it until a shutdown future resolves.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::util::MapResponseLayer;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::auth::{RequireRole, Tokens};
 use crate::cache::CredentialCache;
 use crate::codec::resource_exhausted_when_too_large;
 use crate::config::sqlite_directory;
@@ -42,6 +43,27 @@ pub struct Settings {
     pub cache_revalidate: Duration,
     pub throttle: ThrottleSettings,
     pub health_interval: Duration,
+    pub access: AccessSettings,
+}
+
+/// Who may call, and over what.
+#[derive(Debug, Clone, Default)]
+pub struct AccessSettings {
+    /// Bearer tokens per role; none means no authentication, which is only
+    /// allowed on loopback or with `insecure_no_auth`.
+    pub tokens: Tokens,
+    /// Serve without tokens on any address.
+    pub insecure_no_auth: bool,
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files TLS is served with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CAs of the client certificates accepted; with it, mutual TLS.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Why the service could not start.
@@ -69,6 +91,21 @@ pub enum StartupError {
     },
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(
+        "refusing to serve on {0} without authentication: configure tokens \
+         (--admin-token-file, --validator-token-file, INTEGRATION_ADMIN_TOKENS, \
+         INTEGRATION_VALIDATOR_TOKENS), listen on a loopback address, or pass \
+         --insecure-no-auth if something else decides who can connect"
+    )]
+    Unprotected(SocketAddr),
+    #[error("cannot read {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS with the configured certificate and key: {0}")]
+    Tls(#[source] tonic::transport::Error),
 }
 
 /// A service that is connected, migrated and bound, ready to serve.
@@ -82,6 +119,7 @@ pub struct Application {
     routes: Routes,
     health: HealthReporter,
     health_interval: Duration,
+    tls: Option<ServerTlsConfig>,
 }
 
 /// Opens the database, creating the SQLite file's directory if needed.
@@ -100,6 +138,7 @@ impl Application {
     /// prepares the hasher, and binds the listener. Port 0 picks a free
     /// port; [`Application::address`] tells which.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let tls = check_access(&settings.access, settings.listen)?;
         let store = open_store(&settings.database).await?;
         if settings.migrate {
             store.migrate().await.map_err(StartupError::Migrate)?;
@@ -148,14 +187,22 @@ impl Application {
                 reflection()
                     .build_v1alpha()?
                     .max_decoding_message_size(limit),
-            )
-            .add_service(
-                IntegrationServiceServer::new(IntegrationApi::new(
-                    Arc::new(integrations),
-                    refusals.clone(),
-                ))
-                .max_decoding_message_size(limit),
             );
+        let api = IntegrationServiceServer::new(IntegrationApi::new(
+            Arc::new(integrations),
+            refusals.clone(),
+        ))
+        .max_decoding_message_size(limit);
+        let tokens = &settings.access.tokens;
+        let routes = if tokens.is_empty() {
+            routes.add_service(api)
+        } else {
+            routes.add_service(RequireRole::new(
+                api,
+                Arc::new(tokens.clone()),
+                "ValidateClient",
+            ))
+        };
 
         let listener =
             TcpListener::bind(settings.listen)
@@ -178,6 +225,7 @@ impl Application {
             routes,
             health,
             health_interval: settings.health_interval,
+            tls,
         })
     }
 
@@ -219,7 +267,11 @@ impl Application {
 
         info!(address = %self.address, "serving");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let served = Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls)?;
+        }
+        let served = server
             .layer(MapResponseLayer::new(resource_exhausted_when_too_large))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, draining)
@@ -231,6 +283,75 @@ impl Application {
         info!("stopped");
         served
     }
+}
+
+/// Applies the access policy: without tokens, only loopback, unless told
+/// otherwise. Reads the TLS files, and says at start how callers are
+/// authenticated, warning of what a reviewer would flag.
+fn check_access(
+    access: &AccessSettings,
+    listen: SocketAddr,
+) -> Result<Option<ServerTlsConfig>, StartupError> {
+    let loopback = listen.ip().to_canonical().is_loopback();
+    let (admins, validators) = access.tokens.counts();
+    if access.tokens.is_empty() && !loopback {
+        if !access.insecure_no_auth {
+            return Err(StartupError::Unprotected(listen));
+        }
+        warn!(
+            address = %listen,
+            "serving WITHOUT authentication (--insecure-no-auth): anyone who can reach this \
+             address can create integrations and change secrets"
+        );
+    } else if access.tokens.is_empty() {
+        info!("no tokens configured: serving without authentication, on loopback only");
+    } else {
+        if admins == 0 {
+            warn!("no admin tokens: every call but ValidateClient will be refused");
+        }
+        if validators == 0 {
+            warn!("no validator tokens: every ValidateClient will be refused");
+        }
+        if access.tls.is_none() && !loopback {
+            warn!(
+                "tokens configured without TLS: they cross the network in clear unless a \
+                 proxy or mesh encrypts the connection; see --tls-cert"
+            );
+        }
+    }
+    let tls = access.tls.as_ref().map(tls_config).transpose()?;
+    info!(
+        admin_tokens = admins,
+        validator_tokens = validators,
+        tls = tls.is_some(),
+        mutual_tls = access.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        "access"
+    );
+    Ok(tls)
+}
+
+/// Reads the certificate, key and client CAs, and checks that rustls takes
+/// them, so that a bad file stops the start rather than the first call.
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
+    let read = |what: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| StartupError::TlsFile {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let identity = Identity::from_pem(
+        read("the TLS certificate", &files.cert)?,
+        read("the TLS key", &files.key)?,
+    );
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &files.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read("the client CA", ca)?));
+    }
+    Server::builder()
+        .tls_config(config.clone())
+        .map_err(StartupError::Tls)?;
+    Ok(config)
 }
 
 /// How often the number of calls refused under load is logged.

@@ -16,11 +16,16 @@
 //! neither memory nor an insertion, and nobody can aim two IDs at one slot.
 //! Two IDs share a slot by chance with a probability of one in the table's
 //! size, and then share a budget.
+//!
+//! ActivateSecret has a limit of its own, on failures per organization (see
+//! [`ActivationThrottle`]).
 
 use std::{
-    hash::{BuildHasher, RandomState},
+    hash::{BuildHasher, Hash, RandomState},
+    marker::PhantomData,
     num::NonZeroU32,
-    time::Duration,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
 };
 
 use governor::{
@@ -30,7 +35,7 @@ use governor::{
     state::{InMemoryState, NotKeyed, StateStore},
 };
 
-use crate::domain::ClientId;
+use crate::domain::{ClientId, OrganizationId};
 use crate::error::Error;
 
 /// How many cache misses are admitted.
@@ -44,43 +49,64 @@ pub struct ThrottleSettings {
     /// one verify (see [`Throttle::new`]).
     pub overall_per_second: Option<NonZeroU32>,
     /// Slots of the per-client table, rounded up to a power of two (8 bytes
-    /// each).
+    /// each); also the slots of the per-organization table of failed
+    /// activations.
     pub tracked_clients: u64,
+    /// ActivateSecret attempts with a wrong value allowed per organization
+    /// per minute, and at once.
+    pub activation_failures_per_minute: NonZeroU32,
 }
 
-/// The two limits.
+/// The limits on cache misses, and on failed activations.
 pub struct Throttle {
-    per_client: RateLimiter<ClientId, ClientSlots, DefaultClock>,
+    per_client: RateLimiter<ClientId, Slots<ClientId>, DefaultClock>,
     overall: DefaultDirectRateLimiter,
     overall_per_second: NonZeroU32,
+    activations: ActivationThrottle,
 }
 
-/// The per-client table: one GCRA state (an atomic word) per slot.
-struct ClientSlots {
+/// A fixed table of GCRA states (an atomic word each), one chosen per key
+/// by a keyed hash.
+struct Slots<K> {
     slots: Box<[InMemoryState]>,
     hasher: RandomState,
+    key: PhantomData<fn(&K)>,
 }
 
-impl ClientSlots {
+impl<K: Hash> Slots<K> {
     fn new(tracked: u64) -> Self {
-        let len = tracked.clamp(1, 1 << 24).next_power_of_two() as usize;
         Self {
-            slots: (0..len).map(|_| InMemoryState::default()).collect(),
+            slots: (0..table_len(tracked))
+                .map(|_| InMemoryState::default())
+                .collect(),
             hasher: RandomState::new(),
+            key: PhantomData,
         }
+    }
+
+    fn index(&self, key: &K) -> usize {
+        slot_of(&self.hasher, key, self.slots.len())
     }
 }
 
-impl StateStore for ClientSlots {
-    type Key = ClientId;
+/// A table's length for `tracked` keys: a power of two, within bounds.
+fn table_len(tracked: u64) -> usize {
+    tracked.clamp(1, 1 << 24).next_power_of_two() as usize
+}
 
-    fn measure_and_replace<T, F, E>(&self, key: &ClientId, f: F) -> Result<T, E>
+fn slot_of<K: Hash>(hasher: &RandomState, key: &K, len: usize) -> usize {
+    // The length is a power of two: the mask keeps the hash's low bits.
+    hasher.hash_one(key) as usize & (len - 1)
+}
+
+impl<K: Hash + Eq + Clone> StateStore for Slots<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        // The length is a power of two: the mask keeps the hash's low bits.
-        let slot = self.hasher.hash_one(key) as usize & (self.slots.len() - 1);
-        self.slots[slot].measure_and_replace(&NotKeyed::NonKey, f)
+        self.slots[self.index(key)].measure_and_replace(&NotKeyed::NonKey, f)
     }
 }
 
@@ -100,12 +126,18 @@ impl Throttle {
         Self {
             per_client: RateLimiter::new(
                 per_client_quota,
-                ClientSlots::new(settings.tracked_clients),
+                Slots::new(settings.tracked_clients),
                 DefaultClock::default(),
             ),
             overall: RateLimiter::direct(Quota::per_second(overall_per_second)),
             overall_per_second,
+            activations: ActivationThrottle::new(settings),
         }
+    }
+
+    /// The limit on ActivateSecret failures.
+    pub fn activations(&self) -> &ActivationThrottle {
+        &self.activations
     }
 
     /// The overall rate in force.
@@ -132,6 +164,73 @@ impl Throttle {
     }
 }
 
+/// The limit on ActivateSecret attempts with wrong values, per organization.
+///
+/// Only failures are charged, so a dashboard that activates the right value
+/// never meets it. An organization that has used up its budget is refused
+/// at once, before any verify and whatever the value, until its budget has
+/// a unit again: its next attempt cannot be known right without the argon2
+/// work the limit is there to save.
+pub struct ActivationThrottle {
+    failures: RateLimiter<OrganizationId, Slots<OrganizationId>, DefaultClock>,
+    clock: DefaultClock,
+    /// Per slot of the same table: until when (in nanoseconds since `epoch`)
+    /// attempts are refused.
+    refused_until: Box<[AtomicU64]>,
+    hasher: RandomState,
+    epoch: Instant,
+}
+
+impl ActivationThrottle {
+    pub fn new(settings: &ThrottleSettings) -> Self {
+        let per_minute = settings.activation_failures_per_minute;
+        let quota = Quota::per_minute(per_minute).allow_burst(per_minute);
+        let len = table_len(settings.tracked_clients);
+        Self {
+            failures: RateLimiter::new(quota, Slots::new(len as u64), DefaultClock::default()),
+            clock: DefaultClock::default(),
+            refused_until: (0..len).map(|_| AtomicU64::new(0)).collect(),
+            hasher: RandomState::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Refuses an attempt for `organization` while its budget is used up.
+    pub fn admit(&self, organization: &OrganizationId) -> Result<(), Error> {
+        let until = self.refused_until[self.slot(organization)].load(Ordering::Relaxed);
+        if self.now() < until {
+            return Err(Self::refusal());
+        }
+        Ok(())
+    }
+
+    /// Charges a failed attempt for `organization`; once its budget is used
+    /// up, refuses its attempts until a unit comes back.
+    pub fn failed(&self, organization: &OrganizationId) {
+        if let Err(not_until) = self.failures.check_key(organization) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&self.clock));
+            let until = self.now().saturating_add(wait.as_nanos() as u64);
+            self.refused_until[self.slot(organization)].fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    fn slot(&self, organization: &OrganizationId) -> usize {
+        slot_of(&self.hasher, organization, self.refused_until.len())
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn refusal() -> Error {
+        Error::ResourceExhausted(
+            "too many ActivateSecret attempts with a wrong value for this organization; wait a \
+             minute, then activate the value GenerateSecret returned"
+                .into(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +245,7 @@ mod tests {
             per_client_burst: nz(per_client_burst),
             overall_per_second: overall.map(nz),
             tracked_clients: 1_000,
+            activation_failures_per_minute: nz(3),
         };
         Throttle::new(&settings, 2, Duration::from_millis(40))
     }
@@ -192,6 +292,7 @@ mod tests {
             per_client_burst: nz(1),
             overall_per_second: Some(nz(1_000_000)),
             tracked_clients: 100,
+            activation_failures_per_minute: nz(3),
         };
         let throttle = Throttle::new(&settings, 1, Duration::from_millis(40));
         let mut admitted = 0;
@@ -202,5 +303,36 @@ mod tests {
         // within a second, and at least one per slot that was hit.
         assert!(admitted <= 128, "{admitted} admitted");
         assert!(admitted >= 64, "{admitted} admitted");
+    }
+
+    #[test]
+    fn activations_are_refused_only_after_the_failure_budget_is_spent() {
+        let settings = ThrottleSettings {
+            per_client_per_second: nz(1),
+            per_client_burst: nz(1),
+            overall_per_second: None,
+            tracked_clients: 1_000,
+            activation_failures_per_minute: nz(3),
+        };
+        let throttle = ActivationThrottle::new(&settings);
+        let org = OrganizationId::parse("org-a".into()).expect("valid");
+        let other = OrganizationId::parse("org-b".into()).expect("valid");
+        for _ in 0..10 {
+            assert!(
+                throttle.admit(&org).is_ok(),
+                "admissions alone cost nothing"
+            );
+        }
+        for n in 0..3 {
+            throttle.failed(&org);
+            assert!(throttle.admit(&org).is_ok(), "failure {n} is within budget");
+        }
+        throttle.failed(&org);
+        let refused = throttle.admit(&org).expect_err("over budget");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            throttle.admit(&other).is_ok(),
+            "another organization has its own budget"
+        );
     }
 }

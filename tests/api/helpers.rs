@@ -18,7 +18,7 @@ use integration_service::{
     domain::{DomainName, HashParams},
     hashing::{HashingSettings, Priority},
     proto::{self, integration_service_client::IntegrationServiceClient},
-    startup::{Application, Settings},
+    startup::{AccessSettings, Application, Settings},
     store::{Store, StoreOptions},
     throttle::ThrottleSettings,
 };
@@ -147,8 +147,10 @@ pub fn settings(database_url: &str) -> Settings {
             per_client_burst: NonZeroU32::new(1_000).expect("non-zero"),
             overall_per_second: NonZeroU32::new(100_000),
             tracked_clients: 65_536,
+            activation_failures_per_minute: NonZeroU32::new(1_000).expect("non-zero"),
         },
         health_interval: Duration::from_millis(200),
+        access: AccessSettings::default(),
     }
 }
 

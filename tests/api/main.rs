@@ -7,6 +7,7 @@
 mod helpers;
 
 mod activate_secret;
+mod auth;
 mod cache;
 mod create_integration;
 mod generate_secret;
