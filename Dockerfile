@@ -1,7 +1,19 @@
 # syntax=docker/dockerfile:1
 #
 # docker build -t integration-service .
-# docker run -p 50051:50051 -v integration-data:/data integration-service
+#
+# It listens on every interface, so it needs tokens (and should have TLS);
+# without them it refuses to start. Mount them as files, for example:
+#
+# docker run -p 50051:50051 -v integration-data:/data \
+#   -v "$PWD/secrets:/run/secrets:ro" \
+#   -e INTEGRATION_ADMIN_TOKEN_FILE=/run/secrets/admin-tokens \
+#   -e INTEGRATION_VALIDATOR_TOKEN_FILE=/run/secrets/validator-tokens \
+#   -e INTEGRATION_TLS_CERT=/run/secrets/tls.crt \
+#   -e INTEGRATION_TLS_KEY=/run/secrets/tls.key \
+#   integration-service
+#
+# where each tokens file holds one token per line (`openssl rand -hex 32`).
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
