@@ -9,6 +9,7 @@ mod helpers;
 mod activate_secret;
 mod cache;
 mod create_integration;
+mod faults;
 mod generate_secret;
 mod get_integration;
 mod process;
