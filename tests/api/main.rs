@@ -10,6 +10,7 @@ mod activate_secret;
 mod auth;
 mod cache;
 mod create_integration;
+mod faults;
 mod generate_secret;
 mod get_integration;
 mod process;

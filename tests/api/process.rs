@@ -24,26 +24,38 @@ pub struct ServerProcess {
     child: Child,
     address: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
+    /// The tasks reading stdout and stderr; they end when the process has
+    /// exited and its pipes are drained.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ServerProcess {
     /// Starts `integration-service serve` with JSON logs of every level, on
     /// a free port, and waits until it says where it listens.
     pub async fn start(database_url: &str, extra_args: &[&str]) -> Self {
+        Self::start_logging(database_url, extra_args, "trace").await
+    }
+
+    /// Like [`ServerProcess::start`], logging only what the `RUST_LOG`
+    /// filter `log` lets through (at least `info`, where it says it serves).
+    /// Under load, tracing every HTTP/2 frame would cost more than the calls.
+    pub async fn start_logging(database_url: &str, extra_args: &[&str], log: &str) -> Self {
         let mut child = Command::new(BINARY)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(extra_args)
             .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "trace")
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("the binary starts");
         let output = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().expect("stdout"), output.clone());
-        collect(child.stderr.take().expect("stderr"), output.clone());
+        let readers = vec![
+            collect(child.stdout.take().expect("stdout"), output.clone()),
+            collect(child.stderr.take().expect("stderr"), output.clone()),
+        ];
 
         for _ in 0..300 {
             let address = output.lock().expect("lock").iter().find_map(|line| {
@@ -55,6 +67,7 @@ impl ServerProcess {
                     child,
                     address,
                     output,
+                    readers,
                 };
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -69,9 +82,39 @@ impl ServerProcess {
     }
 
     pub async fn client(&self) -> IntegrationServiceClient<tonic::transport::Channel> {
-        IntegrationServiceClient::connect(format!("http://{}", self.address))
+        IntegrationServiceClient::new(self.channel().await)
+    }
+
+    /// A new HTTP/2 connection to the server.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{}", self.address))
+            .expect("a URI")
+            .connect()
             .await
             .expect("connected")
+    }
+
+    /// Whether the process is still running (it has not exited, panicked
+    /// out or been killed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Everything the process has written so far, one line each.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().expect("lock").clone()
+    }
+
+    /// Kills the process with SIGKILL, as a crash or the OOM killer would:
+    /// no signal handler, no shutdown, no flush. Returns everything it wrote.
+    pub async fn kill(mut self) -> Vec<String> {
+        // On Unix, tokio's `start_kill` sends SIGKILL.
+        self.child.start_kill().expect("SIGKILL sent");
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("a killed process exits at once")
+            .expect("exit status");
+        self.drain().await
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns everything it
@@ -87,20 +130,32 @@ impl ServerProcess {
             .await
             .expect("the server stops within 10 s of SIGTERM")
             .expect("exit status");
-        // Let the readers drain the pipes.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let output = self.output.lock().expect("lock").clone();
-        (status, output)
+        (status, self.drain().await)
+    }
+
+    /// Waits for the readers to reach the end of the pipes of the exited
+    /// process, then returns everything it wrote.
+    async fn drain(&mut self) -> Vec<String> {
+        for reader in self.readers.drain(..) {
+            tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .expect("the pipes close when the process has exited")
+                .expect("the reader ends cleanly");
+        }
+        self.output()
     }
 }
 
-fn collect(stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+fn collect(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             into.lock().expect("lock").push(line);
         }
-    });
+    })
 }
 
 const DATABASE_PASSWORD: &str = "db-Pa55word-of-the-test";
