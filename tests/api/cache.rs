@@ -269,7 +269,42 @@ async fn another_sqlite_process_stops_accepting_a_revoked_secret_within_its_inte
 fn strict_throttle(settings: &mut integration_service::startup::Settings) {
     settings.throttle.per_client_per_second = NonZeroU32::MIN;
     settings.throttle.per_client_burst = NonZeroU32::new(3).expect("non-zero");
-    settings.throttle.overall_per_second = NonZeroU32::new(8);
+    settings.throttle.overall_per_second = NonZeroU32::new(10);
+}
+
+/// Validates `client_id` with a different wrong secret `times` times at
+/// once: the throttle decides before any verify, so the answers do not
+/// depend on how fast verifies run on a busy machine.
+async fn flood_at_once(
+    app: &crate::helpers::TestApp,
+    client_ids: impl IntoIterator<Item = String>,
+) -> Vec<Result<bool, Code>> {
+    let calls: Vec<_> = client_ids
+        .into_iter()
+        .map(|client_id| {
+            let mut client = app.client.clone();
+            let wrong = ClientSecret::generate().expect("RNG").expose().to_owned();
+            tokio::spawn(async move {
+                client
+                    .validate_client(integration_service::proto::ValidateClientRequest {
+                        client_id,
+                        client_secret: wrong,
+                    })
+                    .await
+                    .map(|r| r.into_inner().valid)
+                    .map_err(|s| s.code())
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for call in calls {
+        codes.push(call.await.expect("the call completes"));
+    }
+    codes
+}
+
+fn count(codes: &[Result<bool, Code>], wanted: Result<bool, Code>) -> usize {
+    codes.iter().filter(|c| **c == wanted).count()
 }
 
 async fn throttling_refuses_floods_but_never_a_warm_client(backend: Backend) {
@@ -282,27 +317,11 @@ async fn throttling_refuses_floods_but_never_a_warm_client(backend: Backend) {
         "warm since its activation"
     );
 
-    let wrong = || ClientSecret::generate().expect("RNG").expose().to_owned();
-    let mut codes = Vec::new();
-    for _ in 0..6 {
-        codes.push(
-            app.validate(&client_id, &wrong())
-                .await
-                .map(|r| r.valid)
-                .map_err(|s| s.code()),
-        );
-    }
+    let codes = flood_at_once(&app, std::iter::repeat_n(client_id.clone(), 6)).await;
     // Activating warmed the cache, so the flood meets the whole burst of 3.
+    assert_eq!(count(&codes, Ok(false)), 3, "the burst: {codes:?}");
     assert_eq!(
-        codes.iter().filter(|c| **c == Ok(false)).count(),
-        3,
-        "the burst: {codes:?}"
-    );
-    assert_eq!(
-        codes
-            .iter()
-            .filter(|c| **c == Err(Code::ResourceExhausted))
-            .count(),
+        count(&codes, Err(Code::ResourceExhausted)),
         3,
         "then refusals: {codes:?}"
     );
@@ -314,39 +333,24 @@ async fn throttling_refuses_floods_but_never_a_warm_client(backend: Backend) {
     // An unknown client ID is throttled exactly like a known one.
     let (other_client, _) = app.ready("org-flooded-too").await;
     let unknown = ClientId::generate().expect("RNG");
-    let flood = |id: String| {
-        let app = &app;
-        async move {
-            let mut codes = Vec::new();
-            for _ in 0..6 {
-                let answer = app.validate(&id, &wrong()).await;
-                codes.push(answer.map(|r| r.valid).map_err(|s| s.code()));
-            }
-            codes
-        }
-    };
-    let known_codes = flood(other_client).await;
-    let unknown_codes = flood(unknown.as_str().to_owned()).await;
-    assert_eq!(
-        known_codes.iter().filter(|c| **c == Ok(false)).count(),
-        3,
-        "{known_codes:?}"
-    );
-    assert_eq!(
-        unknown_codes, known_codes,
-        "known and unknown client IDs are throttled alike"
-    );
-
-    // Many client IDs exhaust the overall limit (8 a second).
-    let mut refused = 0;
-    for _ in 0..20 {
-        let fresh = ClientId::generate().expect("RNG");
-        if let Err(status) = app.validate(fresh.as_str(), &wrong()).await {
-            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-            refused += 1;
-        }
+    let known_codes = flood_at_once(&app, std::iter::repeat_n(other_client, 6)).await;
+    let unknown_codes =
+        flood_at_once(&app, std::iter::repeat_n(unknown.as_str().to_owned(), 6)).await;
+    for codes in [&known_codes, &unknown_codes] {
+        assert_eq!(count(codes, Ok(false)), 3, "{codes:?}");
+        assert_eq!(count(codes, Err(Code::ResourceExhausted)), 3, "{codes:?}");
     }
-    assert!(refused >= 10, "only {refused} of 20 refused");
+
+    // Many client IDs exhaust the overall limit (10 a second, as a burst).
+    let fresh = (0..30).map(|_| ClientId::generate().expect("RNG").as_str().to_owned());
+    let codes = flood_at_once(&app, fresh).await;
+    let refused = count(&codes, Err(Code::ResourceExhausted));
+    assert_eq!(
+        refused + count(&codes, Ok(false)),
+        30,
+        "answered or refused, nothing else: {codes:?}"
+    );
+    assert!(refused >= 15, "only {refused} of 30 refused");
     assert!(
         app.is_valid(&client_id, &value).await,
         "the warm client is still never refused"
