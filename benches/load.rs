@@ -42,8 +42,32 @@ use tonic::{
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tower::util::MapRequest;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_integration-service");
+
+/// The server runs as in production, with a token per role; every call
+/// carries the token its method needs, so the figures include the check.
+const ADMIN_TOKEN: &str = "bench-admin-token-00000000000000000000000000000000";
+const VALIDATOR_TOKEN: &str = "bench-validator-token-0000000000000000000000000000";
+
+/// A connection whose calls carry the token of the role their method
+/// needs (health and reflection ignore it).
+type Transport = MapRequest<Channel, fn(HttpRequest) -> HttpRequest>;
+type HttpRequest = http::Request<tonic::body::Body>;
+
+fn with_token(mut request: HttpRequest) -> HttpRequest {
+    let token = if request.uri().path().ends_with("/ValidateClient") {
+        VALIDATOR_TOKEN
+    } else {
+        ADMIN_TOKEN
+    };
+    let value = http::HeaderValue::from_str(&format!("Bearer {token}")).expect("a token is ASCII");
+    request
+        .headers_mut()
+        .insert(http::header::AUTHORIZATION, value);
+    request
+}
 
 /// A request that takes longer than this is counted as `CLIENT_TIMEOUT`
 /// instead of hanging the run.
@@ -624,6 +648,8 @@ impl Server {
             // Through the environment rather than --database-url, to keep a
             // password out of the process list.
             .env("DATABASE_URL", database_url)
+            .env("INTEGRATION_ADMIN_TOKENS", ADMIN_TOKEN)
+            .env("INTEGRATION_VALIDATOR_TOKENS", VALIDATOR_TOKEN)
             // The server's own default filter (info,sqlx=warn), whatever the
             // caller's shell has.
             .env_remove("RUST_LOG")
@@ -737,7 +763,7 @@ fn drain(
     });
 }
 
-async fn connect(address: SocketAddr, connections: usize) -> Res<Vec<Channel>> {
+async fn connect(address: SocketAddr, connections: usize) -> Res<Vec<Transport>> {
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {
         // One Endpoint::connect is one HTTP/2 connection.
@@ -747,7 +773,7 @@ async fn connect(address: SocketAddr, connections: usize) -> Res<Vec<Channel>> {
             .connect()
             .await
             .context("connecting to the server")?;
-        channels.push(channel);
+        channels.push(MapRequest::new(channel, with_token as fn(_) -> _));
     }
     Ok(channels)
 }
@@ -763,7 +789,7 @@ struct Reference {
     secret: String,
 }
 
-async fn create_reference(channel: &Channel) -> Res<Reference> {
+async fn create_reference(channel: &Transport) -> Res<Reference> {
     let mut client = IntegrationServiceClient::new(channel.clone());
     let integration = client
         .create_integration(proto::CreateIntegrationRequest {
@@ -910,7 +936,7 @@ fn seeded_client_id(prefix: &str, n: u64) -> String {
 /// every column, uuids and timestamps included) and, when `validate`, checks
 /// that its client ID and the shared secret validate.
 async fn check_seeded(
-    channel: &Channel,
+    channel: &Transport,
     reference: &Reference,
     organization: &str,
     client_id: &str,
@@ -1005,8 +1031,8 @@ type Outcome = Result<bool, Status>;
 impl Op {
     async fn call(
         &self,
-        client: &mut IntegrationServiceClient<Channel>,
-        health: &mut HealthClient<Channel>,
+        client: &mut IntegrationServiceClient<Transport>,
+        health: &mut HealthClient<Transport>,
         state: &mut WorkerState,
     ) -> Outcome {
         match self {
@@ -1080,7 +1106,7 @@ impl Op {
 }
 
 async fn validate(
-    client: &mut IntegrationServiceClient<Channel>,
+    client: &mut IntegrationServiceClient<Transport>,
     client_id: &str,
     secret: &str,
 ) -> Outcome {
@@ -1181,7 +1207,7 @@ fn code_name(code: Code) -> &'static str {
 /// answers, up to [`MAX_OUTSTANDING`] at once.
 async fn worker(
     op: Op,
-    channel: Channel,
+    channel: Transport,
     seed: u64,
     pace: Option<Duration>,
     measure_start: Instant,
@@ -1245,7 +1271,7 @@ const MAX_OUTSTANDING: usize = 256;
 /// A set of workers with one purpose, measured together.
 struct Group {
     name: String,
-    channels: Vec<Channel>,
+    channels: Vec<Transport>,
     streams: usize,
     op: Op,
     /// Requests per second for the whole group; `None`: as fast as answers
@@ -1366,7 +1392,7 @@ impl Flood {
 async fn attack(
     generator: &mut Generator<'_>,
     options: &Options,
-    channels: &[Channel],
+    channels: &[Transport],
     warm_op: &Op,
     client_id: &str,
     flood: Flood,
@@ -1557,7 +1583,7 @@ impl Generator<'_> {
     }
 
     /// One group with all the concurrency over all the connections.
-    async fn run_one(&mut self, name: &str, channels: &[Channel], op: Op) -> Res<Measured> {
+    async fn run_one(&mut self, name: &str, channels: &[Transport], op: Op) -> Res<Measured> {
         let group = Group {
             name: name.to_owned(),
             channels: channels.to_vec(),
