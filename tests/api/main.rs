@@ -11,6 +11,7 @@ mod cache;
 mod create_integration;
 mod generate_secret;
 mod get_integration;
+mod model;
 mod process;
 mod races;
 mod service;
