@@ -519,6 +519,32 @@ async fn a_grpc_message_cut_short_gets_a_status_and_the_server_keeps_serving() {
     println!("wire: gRPC messages cut short: {} cases", cases.len() + 1);
 }
 
+/// Broken framing is the caller's mistake, as malformed protobuf is, which
+/// the README answers INVALID_ARGUMENT. It reserves INTERNAL for bugs of the
+/// service ("the details are in the service's log"), and codec.rs keeps
+/// prost's errors from being INTERNAL because that would page an operator.
+/// tonic answers broken framing INTERNAL, with its own message, before any
+/// handler runs: the service neither maps nor logs it. Fails until it does.
+#[tokio::test]
+async fn a_grpc_message_cut_short_is_an_invalid_argument_not_an_internal_error() {
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    app.create(WIRE_ORG).await.expect("created");
+    let (_, cases) = broken_framings();
+    let mut answers = Vec::new();
+    for (what, body) in cases {
+        answers.push((
+            what,
+            call_with_raw_body(&app, "GetIntegration", &[], body).await,
+        ));
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|(_, answer)| *answer == Answer::Grpc(Code::InvalidArgument)),
+        "{answers:?}"
+    );
+}
+
 #[tokio::test]
 async fn huge_metadata_gets_a_status_or_a_closed_connection_and_the_server_keeps_serving() {
     let app = spawn_app(Backend::Sqlite).await.expect("app");
