@@ -13,6 +13,7 @@ mod create_integration;
 mod faults;
 mod generate_secret;
 mod get_integration;
+mod model;
 mod process;
 mod races;
 mod service;

@@ -1,11 +1,20 @@
 //! Whatever bytes arrive, the caller gets a status and the server keeps
 //! serving.
 
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
 use bytes::{Buf, BufMut};
 use http::uri::PathAndQuery;
+use proptest::{prelude::*, sample::select, strategy::ValueTree, test_runner::TestRunner};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
 use tonic::{
     Code, Request, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    transport::Channel,
 };
 
 use crate::helpers::{Backend, TestApp, spawn_app};
@@ -50,7 +59,12 @@ impl Decoder for RawCodec {
 }
 
 async fn send_raw(app: &TestApp, method: &str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
-    let mut grpc = tonic::client::Grpc::new(app.channel().await);
+    send_raw_on(app.channel().await, method, body).await
+}
+
+/// Like [`send_raw`], on a connection the caller keeps.
+async fn send_raw_on(channel: Channel, method: &str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let path = PathAndQuery::try_from(format!(
         "/centralauth.integration.v1.IntegrationService/{method}"
@@ -63,14 +77,23 @@ async fn send_raw(app: &TestApp, method: &str, body: Vec<u8>) -> Result<Vec<u8>,
 
 /// A GetIntegrationRequest whose organization_id field holds `value` as is.
 fn get_request_with(value: &[u8]) -> Vec<u8> {
-    let mut body = vec![0x0a]; // field 1, length-delimited
-    let mut len = value.len();
-    while len >= 0x80 {
-        body.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
+    message_with(&[value])
+}
+
+/// A message whose string fields 1, 2, … hold `fields` as they are, valid
+/// UTF-8 or not: every request of the API is one or two strings.
+fn message_with(fields: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (number, value) in (1u8..).zip(fields) {
+        body.push(number << 3 | 2); // length-delimited
+        let mut len = value.len();
+        while len >= 0x80 {
+            body.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        body.push(len as u8);
+        body.extend_from_slice(value);
     }
-    body.push(len as u8);
-    body.extend_from_slice(value);
     body
 }
 
@@ -122,7 +145,8 @@ async fn malformed_protobuf_is_an_invalid_argument() {
     }
     let well_formed = send_raw(&app, "GetIntegration", get_request_with(b"org-wire")).await;
     assert!(well_formed.is_ok(), "the raw client works: {well_formed:?}");
-    app.get("org-wire").await.expect("the server keeps serving");
+    let pair = app.ready(WIRE_ORG).await;
+    assert_still_serving(&app, &pair, "malformed protobuf").await;
 }
 
 #[tokio::test]
@@ -152,4 +176,583 @@ async fn health_and_reflection_have_the_same_size_limit() {
         })
         .await
         .expect("health keeps answering");
+}
+
+// ---------------------------------------------------------------------------
+// Below gRPC: bytes on the TCP port and HTTP/2 frames chosen by the test.
+
+/// How long any case may take before it counts as a hang.
+const NO_HANG: Duration = Duration::from_secs(10);
+
+/// The server still does its job: health answers SERVING, a real pair
+/// validates and an integration reads back.
+async fn assert_still_serving(app: &TestApp, (client_id, value): &(String, String), after: &str) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let mut health = HealthClient::new(app.channel().await);
+    let status = timeout(
+        NO_HANG,
+        health.check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("after {after}: health answers"))
+    .unwrap_or_else(|s| panic!("after {after}: health check failed: {s:?}"))
+    .into_inner()
+    .status;
+    assert_eq!(status, ServingStatus::Serving as i32, "after {after}");
+    let valid = timeout(NO_HANG, app.is_valid(client_id, value)).await;
+    assert_eq!(
+        valid.ok(),
+        Some(true),
+        "after {after}: the real pair validates"
+    );
+    let integration = timeout(NO_HANG, app.get(WIRE_ORG)).await;
+    assert!(
+        matches!(integration, Ok(Ok(_))),
+        "after {after}: GetIntegration answers: {integration:?}"
+    );
+}
+
+/// The organization the wire tests keep checking.
+const WIRE_ORG: &str = "org-wire-check";
+
+/// What the server did with a connection: the bytes it sent before closing
+/// it. Panics if it neither closes nor resets it within [`NO_HANG`].
+async fn server_closes(mut connection: TcpStream, what: &str) -> usize {
+    let mut received = 0;
+    let mut buffer = vec![0; 64 * 1024];
+    let read_all = async {
+        loop {
+            match connection.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    };
+    timeout(NO_HANG, read_all)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the server kept the connection open"));
+    received
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).expect("a small frame");
+    let mut frame = length.to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const SETTINGS: u8 = 0x4;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// A header block (HPACK, each field a literal without indexing) for a
+/// gRPC call of `method`.
+fn request_header_block(address: SocketAddr, method: &str) -> Vec<u8> {
+    let path = format!("/centralauth.integration.v1.IntegrationService/{method}");
+    let authority = address.to_string();
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path.as_str()),
+        (":authority", authority.as_str()),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0x00);
+        for string in [name, value] {
+            // Every string here is shorter than 127 bytes: its length fits
+            // the 7-bit prefix.
+            block.push(u8::try_from(string.len()).expect("short"));
+            block.extend(string.as_bytes());
+        }
+    }
+    block
+}
+
+/// A gRPC message: the uncompressed flag, the length, the bytes.
+fn grpc_message(body: &[u8]) -> Vec<u8> {
+    let mut message = vec![0];
+    message.extend(u32::try_from(body.len()).expect("small").to_be_bytes());
+    message.extend(body);
+    message
+}
+
+#[tokio::test]
+async fn garbage_on_the_port_closes_the_connection_and_the_server_keeps_serving() {
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    let pair = app.ready(WIRE_ORG).await;
+    let random: Vec<u8> = (0..64 * 1024).map(|_| rand::random::<u8>()).collect();
+    let mut tls_hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    tls_hello.extend([0xab; 64]);
+    let mut bad_frame = PREFACE.to_vec();
+    bad_frame.extend(frame(SETTINGS, 0, 0, &[]));
+    bad_frame.extend([0xff; 64]);
+    let cases: [(&str, Vec<u8>); 6] = [
+        ("64 KiB of random bytes", random),
+        (
+            "an HTTP/1.1 request",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        ),
+        ("a TLS ClientHello", tls_hello),
+        ("zero bytes", vec![0; 4096]),
+        (
+            "a preface with a typo",
+            b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n".to_vec(),
+        ),
+        ("a valid preface, then frames of garbage", bad_frame),
+    ];
+    for (what, bytes) in &cases {
+        let mut connection = TcpStream::connect(app.address).await.expect("connected");
+        // The server may close before reading everything: a failed write is
+        // an answer too.
+        let _ = connection.write_all(bytes).await;
+        let received = server_closes(connection, what).await;
+        println!("wire: {what}: closed after {received} bytes from the server");
+        assert_still_serving(&app, &pair, what).await;
+    }
+    println!("wire: garbage on the port: {} cases", cases.len());
+}
+
+#[tokio::test]
+async fn a_connection_cut_short_is_closed_and_the_server_keeps_serving() {
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    let pair = app.ready(WIRE_ORG).await;
+    let opened = [PREFACE.to_vec(), frame(SETTINGS, 0, 0, &[])].concat();
+    let headers = request_header_block(app.address, "GetIntegration");
+    let with_headers = [opened.clone(), frame(HEADERS, END_HEADERS, 1, &headers)].concat();
+    let message = grpc_message(&get_request_with(WIRE_ORG.as_bytes()));
+    let data_frame = frame(DATA, END_STREAM, 1, &message);
+    let cases: [(&str, Vec<u8>); 7] = [
+        ("half the preface", PREFACE[..10].to_vec()),
+        ("the preface alone", PREFACE.to_vec()),
+        ("the preface and SETTINGS", opened.clone()),
+        (
+            "half a frame header",
+            [opened.clone(), vec![0, 0, 9, HEADERS]].concat(),
+        ),
+        (
+            "a HEADERS frame waiting for its CONTINUATION",
+            [opened.clone(), frame(HEADERS, 0, 1, &headers)].concat(),
+        ),
+        ("a HEADERS frame and no body", with_headers.clone()),
+        (
+            "a DATA frame cut in the middle",
+            [
+                with_headers.clone(),
+                data_frame[..data_frame.len() - 5].to_vec(),
+            ]
+            .concat(),
+        ),
+    ];
+    for (what, bytes) in &cases {
+        let mut connection = TcpStream::connect(app.address).await.expect("connected");
+        let _ = connection.write_all(bytes).await;
+        // The client goes away: no more bytes will come.
+        let _ = connection.shutdown().await;
+        let received = server_closes(connection, what).await;
+        println!("wire: {what}, then closed: the server sent {received} bytes and closed");
+        assert_still_serving(&app, &pair, what).await;
+    }
+    // The same bytes in full make a call that succeeds: the cases above
+    // differ from it only by where they stop.
+    let mut connection = TcpStream::connect(app.address).await.expect("connected");
+    connection
+        .write_all(&[with_headers, data_frame].concat())
+        .await
+        .expect("written");
+    let mut answer: Vec<u8> = Vec::new();
+    let mut buffer = vec![0; 4096];
+    let answered = async {
+        // The response's DATA frame carries the integration, organization id
+        // in clear.
+        while !answer
+            .windows(WIRE_ORG.len())
+            .any(|w| w == WIRE_ORG.as_bytes())
+        {
+            let n = connection.read(&mut buffer).await.expect("read");
+            assert_ne!(
+                n, 0,
+                "the server closed the connection instead of answering"
+            );
+            answer.extend(&buffer[..n]);
+        }
+    };
+    timeout(NO_HANG, answered)
+        .await
+        .expect("the complete request is answered");
+    println!("wire: connections cut short: {} cases", cases.len());
+}
+
+/// How the server answered a call made over raw HTTP/2.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// A gRPC status, from the trailers or a trailers-only response.
+    Grpc(Code),
+    /// An HTTP response without a gRPC status.
+    Http(http::StatusCode),
+    /// The stream or connection was reset or closed.
+    Closed(String),
+}
+
+/// Calls `method` over a fresh HTTP/2 connection, with `headers` added to
+/// the request's and `body` sent as it is, whatever it holds.
+async fn call_with_raw_body(
+    app: &TestApp,
+    method: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Answer {
+    let call = async {
+        let connection = TcpStream::connect(app.address).await?;
+        let (client, connection) = h2::client::handshake(connection).await?;
+        tokio::spawn(connection);
+        let mut request = http::Request::post(format!(
+            "http://{}/centralauth.integration.v1.IntegrationService/{method}",
+            app.address
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(()).expect("a request");
+        let (response, mut stream) = client.ready().await?.send_request(request, false)?;
+        stream.send_data(body.into(), true)?;
+        let response = response.await?;
+        let grpc_status = |headers: &http::HeaderMap| {
+            headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
+                .map(|code| Answer::Grpc(Code::from(code)))
+        };
+        if let Some(answer) = grpc_status(response.headers()) {
+            return Ok(answer);
+        }
+        let status = response.status();
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        let trailers = body.trailers().await?;
+        Ok::<_, Box<dyn std::error::Error>>(
+            trailers
+                .as_ref()
+                .and_then(grpc_status)
+                .unwrap_or(Answer::Http(status)),
+        )
+    };
+    match timeout(NO_HANG, call).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => Answer::Closed(error.to_string()),
+        Err(_) => panic!("{method}: no answer within {NO_HANG:?}"),
+    }
+}
+
+/// A well-framed GetIntegration request for [`WIRE_ORG`], and bodies that
+/// break its gRPC framing (not its protobuf) in the ways a client cut off
+/// mid-write, or a buggy one, would.
+fn broken_framings() -> (Vec<u8>, [(&'static str, Vec<u8>); 5]) {
+    let message = grpc_message(&get_request_with(WIRE_ORG.as_bytes()));
+    let mut compressed = message.clone();
+    compressed[0] = 1;
+    let mut longer = message.clone();
+    longer[4] += 10;
+    let cases = [
+        ("a length prefix cut short", message[..3].to_vec()),
+        ("a message shorter than its prefix says", longer),
+        (
+            "a message cut in the middle",
+            message[..message.len() - 4].to_vec(),
+        ),
+        ("a compressed flag without an encoding", compressed),
+        (
+            "a flag byte that is neither 0 nor 1",
+            [vec![7], message[1..].to_vec()].concat(),
+        ),
+    ];
+    (message, cases)
+}
+
+#[tokio::test]
+async fn a_grpc_message_cut_short_gets_a_status_and_the_server_keeps_serving() {
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    let pair = app.ready(WIRE_ORG).await;
+    let (message, cases) = broken_framings();
+    for (what, body) in cases.iter().cloned() {
+        let answer = call_with_raw_body(&app, "GetIntegration", &[], body).await;
+        println!("wire: {what}: {answer:?}");
+        assert!(
+            matches!(answer, Answer::Grpc(code) if code != Code::Ok),
+            "{what}: {answer:?}"
+        );
+        assert_still_serving(&app, &pair, what).await;
+    }
+    // tonic reads the first message of a unary call and ignores the rest:
+    // any status will do.
+    let twice = [message.clone(), message.clone()].concat();
+    let answer = call_with_raw_body(&app, "GetIntegration", &[], twice).await;
+    println!("wire: two messages for a unary call: {answer:?}");
+    assert!(matches!(answer, Answer::Grpc(_)), "{answer:?}");
+    assert_still_serving(&app, &pair, "two messages").await;
+
+    let whole = call_with_raw_body(&app, "GetIntegration", &[], message).await;
+    assert_eq!(
+        whole,
+        Answer::Grpc(Code::Ok),
+        "the whole message is answered"
+    );
+    println!("wire: gRPC messages cut short: {} cases", cases.len() + 1);
+}
+
+/// Broken framing is the caller's mistake, as malformed protobuf is, which
+/// the README answers INVALID_ARGUMENT. It reserves INTERNAL for bugs of the
+/// service ("the details are in the service's log"), and codec.rs keeps
+/// prost's errors from being INTERNAL because that would page an operator.
+/// tonic answers broken framing INTERNAL, with its own message, before any
+/// handler runs: the service neither maps nor logs it. Fails until it does.
+#[tokio::test]
+async fn a_grpc_message_cut_short_is_an_invalid_argument_not_an_internal_error() {
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    app.create(WIRE_ORG).await.expect("created");
+    let (_, cases) = broken_framings();
+    let mut answers = Vec::new();
+    for (what, body) in cases {
+        answers.push((
+            what,
+            call_with_raw_body(&app, "GetIntegration", &[], body).await,
+        ));
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|(_, answer)| *answer == Answer::Grpc(Code::InvalidArgument)),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn huge_metadata_gets_a_status_or_a_closed_connection_and_the_server_keeps_serving() {
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    let pair = app.ready(WIRE_ORG).await;
+    let one = |size: usize| vec![("x-big".to_owned(), "a".repeat(size))];
+    let many = |count: usize| {
+        (0..count)
+            .map(|i| (format!("x-header-{i}"), "value".to_owned()))
+            .collect::<Vec<_>>()
+    };
+    // Within hyper's 16 KiB limit on the header list, calls are served;
+    // beyond it, HTTP/2 refuses the stream (431), or the connection when the
+    // list is far over.
+    let cases = [
+        ("a 1 KiB header", one(1024), true),
+        ("100 headers", many(100), true),
+        ("a 20 KiB header", one(20 * 1024), false),
+        ("a 100 KiB header", one(100 * 1024), false),
+        ("a 1 MiB header", one(1024 * 1024), false),
+        ("10,000 headers", many(10_000), false),
+    ];
+    let message = grpc_message(&get_request_with(WIRE_ORG.as_bytes()));
+    for (what, headers, served) in &cases {
+        let answer = call_with_raw_body(&app, "GetIntegration", headers, message.clone()).await;
+        println!("wire: {what}: {answer:?}");
+        if *served {
+            assert_eq!(answer, Answer::Grpc(Code::Ok), "{what}");
+        } else {
+            assert_ne!(answer, Answer::Grpc(Code::Ok), "{what} was read");
+        }
+        assert_still_serving(&app, &pair, what).await;
+    }
+    println!("wire: huge metadata: {} cases", cases.len());
+}
+
+// ---------------------------------------------------------------------------
+// Well-framed gRPC, bad contents.
+
+/// Every method, and how many string fields its request has.
+const METHODS: [(&str, usize); 5] = [
+    ("CreateIntegration", 1),
+    ("GetIntegration", 1),
+    ("GenerateSecret", 1),
+    ("ActivateSecret", 2),
+    ("ValidateClient", 2),
+];
+
+#[tokio::test]
+async fn invalid_utf8_in_any_string_field_is_an_invalid_argument() {
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    let pair = app.ready(WIRE_ORG).await;
+    let mut cases = 0;
+    for (method, fields) in METHODS {
+        for bad in 0..fields {
+            // The other field holds a real value, so only the bad one can
+            // be why the call is refused.
+            let real = [WIRE_ORG.as_bytes(), pair.1.as_bytes()];
+            let real = if method == "ValidateClient" {
+                [pair.0.as_bytes(), real[1]]
+            } else {
+                real
+            };
+            for invalid in [
+                &b"\xc3\x28"[..],
+                b"org\x80",
+                b"\xff\xfe\xfd",
+                b"cas_\xed\xa0\x80",
+            ] {
+                let mut values = real[..fields].to_vec();
+                values[bad] = invalid;
+                let status = send_raw(&app, method, message_with(&values))
+                    .await
+                    .expect_err("refused");
+                assert_eq!(
+                    status.code(),
+                    Code::InvalidArgument,
+                    "{method}, field {}: {status:?}",
+                    bad + 1
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert_still_serving(&app, &pair, "invalid UTF-8").await;
+    println!("wire: invalid UTF-8: {cases} cases");
+}
+
+#[tokio::test]
+async fn an_oversized_message_to_any_method_is_resource_exhausted() {
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    let pair = app.ready(WIRE_ORG).await;
+    // The test server's limit is 16 KiB.
+    let huge = vec![b'a'; 32 * 1024];
+    for (method, fields) in METHODS {
+        let values = vec![huge.as_slice(); fields];
+        let status = send_raw(&app, method, message_with(&values))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            status.code(),
+            Code::ResourceExhausted,
+            "{method}: {status:?}"
+        );
+        assert_still_serving(&app, &pair, method).await;
+    }
+    println!("wire: oversized messages: {} methods", METHODS.len());
+}
+
+/// Requests the random-fields test sends.
+const RANDOM_REQUESTS: usize = 10_000;
+
+/// What a careless or hostile caller might put in a field: random bytes
+/// (mostly invalid UTF-8), random text, printable ASCII around the
+/// organization id's 128-character limit, client-ID-like and secret-like
+/// strings, and now and then the real values of the test's organization.
+fn random_field(real: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => prop::collection::vec(any::<u8>(), 0..300),
+        2 => "\\PC{0,80}".prop_map(String::into_bytes),
+        2 => "[!-~]{1,140}".prop_map(String::into_bytes),
+        1 => "[ -~]{0,300}".prop_map(String::into_bytes),
+        2 => "[A-Za-z0-9]{20,28}".prop_map(String::into_bytes),
+        2 => "cas_[A-Za-z0-9_:]{56,64}".prop_map(String::into_bytes),
+        1 => select(real),
+    ]
+}
+
+/// The statuses SPEC §2 allows each method, whatever its fields hold.
+fn allowed(method: &str) -> &'static [Code] {
+    match method {
+        "CreateIntegration" => &[Code::Ok, Code::AlreadyExists, Code::InvalidArgument],
+        "GetIntegration" | "GenerateSecret" => &[Code::Ok, Code::NotFound, Code::InvalidArgument],
+        "ActivateSecret" => &[
+            Code::Ok,
+            Code::NotFound,
+            Code::FailedPrecondition,
+            Code::InvalidArgument,
+        ],
+        "ValidateClient" => &[Code::Ok, Code::InvalidArgument],
+        _ => unreachable!("{method}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_random_fields_each_get_a_status_the_spec_allows() {
+    use integration_service::proto::ValidateClientResponse;
+    use prost::Message;
+
+    let app = spawn_app(Backend::Sqlite).await.expect("app");
+    let pair = app.ready(WIRE_ORG).await;
+    let real: Vec<Vec<u8>> = [WIRE_ORG, &pair.0, &pair.1]
+        .map(|value| value.as_bytes().to_vec())
+        .to_vec();
+    let requests = (
+        select(&METHODS[..]),
+        prop::collection::vec(random_field(real.clone()), 2),
+        // Now and then a whole body of random bytes instead of fields.
+        prop::option::weighted(0.1, prop::collection::vec(any::<u8>(), 0..200)),
+    );
+    let mut runner = TestRunner::default();
+    let channel = app.channel().await;
+    let mut calls = tokio::task::JoinSet::new();
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    let mut record = |joined: Result<_, tokio::task::JoinError>| {
+        let (method, real_pair, result): (&str, bool, Result<Vec<u8>, Status>) =
+            joined.expect("the call completes");
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        assert!(allowed(method).contains(&code), "{method}: {result:?}");
+        if method == "ValidateClient"
+            && let Ok(bytes) = &result
+        {
+            let response = ValidateClientResponse::decode(bytes.as_slice()).expect("a response");
+            // Only the real pair, which the generator sometimes picks, is
+            // valid; anything else gets nothing more than "no".
+            if real_pair {
+                assert!(response.valid, "the real pair validates");
+            } else {
+                assert_eq!(response, ValidateClientResponse::default());
+            }
+        }
+        *answers.entry(format!("{method} {code:?}")).or_default() += 1;
+    };
+    for _ in 0..RANDOM_REQUESTS {
+        let ((method, fields), values, raw) =
+            requests.new_tree(&mut runner).expect("a request").current();
+        let values = &values[..fields];
+        let real_pair = method == "ValidateClient" && raw.is_none() && values == &real[1..];
+        let body = raw
+            .unwrap_or_else(|| message_with(&values.iter().map(Vec::as_slice).collect::<Vec<_>>()));
+        let channel = channel.clone();
+        calls.spawn(async move {
+            let answered = timeout(NO_HANG, send_raw_on(channel, method, body)).await;
+            let answered =
+                answered.unwrap_or_else(|_| panic!("{method}: no answer in {NO_HANG:?}"));
+            (method, real_pair, answered)
+        });
+        // A few calls in flight at once, as a busy client has.
+        if calls.len() >= 16 {
+            record(calls.join_next().await.expect("a call"));
+        }
+    }
+    while let Some(joined) = calls.join_next().await {
+        record(joined);
+    }
+    assert_still_serving(&app, &pair, "random requests").await;
+    let answers: Vec<String> = answers.iter().map(|(a, n)| format!("{a}: {n}")).collect();
+    println!(
+        "wire: {RANDOM_REQUESTS} requests with random fields: {}",
+        answers.join(", ")
+    );
 }
