@@ -1,10 +1,16 @@
 //! What the wire may send: the protobuf codec and the message size limit.
 //!
-//! Two of tonic's answers to bad input are wrong for a public API, and this
+//! Three of tonic's answers to bad input are wrong for a public API, and this
 //! module corrects them:
 //! - a request that is not valid protobuf (a truncated field, invalid UTF-8 in
 //!   a string) is the caller's mistake, so it gets `INVALID_ARGUMENT`, not the
 //!   `INTERNAL` that tonic-prost answers and that would page an operator;
+//! - a request whose gRPC framing is broken (a message cut short, a flag byte
+//!   other than 0 or 1, a compressed message without `grpc-encoding`) is the
+//!   caller's mistake too: `INVALID_ARGUMENT` rather than tonic's `INTERNAL`.
+//!   (gRPC's compression document asks for `INTERNAL` in the last case; here
+//!   `INTERNAL` means a bug in this service, so a caller's broken frame must
+//!   not look like one);
 //! - a request over the decode limit gets `RESOURCE_EXHAUSTED`, the status gRPC
 //!   specifies for it, not tonic's `OUT_OF_RANGE`.
 
@@ -71,22 +77,103 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
     }
 }
 
-/// Rewrites tonic's "message too large" `OUT_OF_RANGE` into
-/// `RESOURCE_EXHAUSTED`; the server maps every response through it.
+/// Corrects the statuses tonic gives bad requests before any handler runs:
+/// "message too large" (`OUT_OF_RANGE`) becomes `RESOURCE_EXHAUSTED`, and a
+/// broken gRPC frame (`INTERNAL`) becomes `INVALID_ARGUMENT`. The server maps
+/// every response through it.
 ///
-/// tonic rejects an oversized request before any handler runs, as a
-/// trailers-only response whose status sits in the response headers. None of
-/// the services here answers `OUT_OF_RANGE` for any other reason, so every
-/// such status is that rejection.
-pub fn resource_exhausted_when_too_large<B>(mut response: http::Response<B>) -> http::Response<B> {
+/// tonic answers both as a trailers-only response whose status sits in the
+/// response headers. None of the services here answers `OUT_OF_RANGE` for
+/// any other reason, so every such status is the size rejection. A broken
+/// frame is told from this service's own `INTERNAL` (whose message is
+/// always "internal error; ...") by tonic's messages for it, which the wire
+/// tests pin: should a tonic upgrade reword them, those tests fail.
+pub fn corrected_status<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
-    if headers.get(GRPC_STATUS) == Some(&HeaderValue::from(Code::OutOfRange as i32)) {
+    let Some(status) = headers.get(GRPC_STATUS) else {
+        return response;
+    };
+    if status == HeaderValue::from(Code::OutOfRange as i32) {
         headers.insert(
             GRPC_STATUS,
             HeaderValue::from(Code::ResourceExhausted as i32),
         );
+    } else if status == HeaderValue::from(Code::Internal as i32)
+        && headers
+            .get(GRPC_MESSAGE)
+            .is_some_and(|message| is_broken_framing(message.as_bytes()))
+    {
+        headers.insert(GRPC_STATUS, HeaderValue::from(Code::InvalidArgument as i32));
+        headers.insert(GRPC_MESSAGE, HeaderValue::from_static(BROKEN_FRAMING));
     }
     response
 }
 
+/// Whether a (percent-encoded) `grpc-message` is one of tonic's complaints
+/// about the framing of a received message.
+fn is_broken_framing(message: &[u8]) -> bool {
+    let message = percent_encoding::percent_decode(message).decode_utf8_lossy();
+    message.starts_with("Unexpected EOF decoding stream")
+        || message.starts_with("protocol error: received message with")
+}
+
+/// What a caller with a broken frame is told. `grpc-message` allows printable
+/// ASCII as it is (but `%`).
+const BROKEN_FRAMING: &str = "the request is not a well-formed gRPC message: each message is a \
+     flag byte (0 = uncompressed), a 4-byte big-endian length, then that many bytes, and the \
+     body ended early or the flag byte was wrong";
+
 const GRPC_STATUS: &str = "grpc-status";
+const GRPC_MESSAGE: &str = "grpc-message";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: Code, message: &str) -> http::Response<()> {
+        Status::new(code, message).into_http()
+    }
+
+    fn code_of(response: &http::Response<()>) -> Option<&HeaderValue> {
+        response.headers().get(GRPC_STATUS)
+    }
+
+    #[test]
+    fn the_size_rejection_becomes_resource_exhausted() {
+        let response = corrected_status(answer(Code::OutOfRange, "too large"));
+        assert_eq!(
+            code_of(&response),
+            Some(&HeaderValue::from(Code::ResourceExhausted as i32))
+        );
+    }
+
+    #[test]
+    fn broken_framing_becomes_invalid_argument_with_a_message_that_says_why() {
+        for message in [
+            "Unexpected EOF decoding stream.",
+            "protocol error: received message with invalid compression flag: 7 (valid flags are \
+             0 and 1), while sending request",
+        ] {
+            let response = corrected_status(answer(Code::Internal, message));
+            assert_eq!(
+                code_of(&response),
+                Some(&HeaderValue::from(Code::InvalidArgument as i32)),
+                "{message}"
+            );
+            let told = response.headers().get(GRPC_MESSAGE).expect("a message");
+            assert!(told.to_str().expect("ASCII").contains("gRPC message"));
+        }
+    }
+
+    #[test]
+    fn the_services_own_internal_errors_stay_internal() {
+        let response = corrected_status(answer(
+            Code::Internal,
+            "internal error; the service logged the details",
+        ));
+        assert_eq!(
+            code_of(&response),
+            Some(&HeaderValue::from(Code::Internal as i32))
+        );
+    }
+}

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::auth::{RequireRole, Tokens};
 use crate::cache::CredentialCache;
-use crate::codec::resource_exhausted_when_too_large;
+use crate::codec::corrected_status;
 use crate::config::sqlite_directory;
 use crate::domain::DomainName;
 use crate::error::Error;
@@ -272,7 +272,7 @@ impl Application {
             server = server.tls_config(tls)?;
         }
         let served = server
-            .layer(MapResponseLayer::new(resource_exhausted_when_too_large))
+            .layer(MapResponseLayer::new(corrected_status))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, draining)
             .await;

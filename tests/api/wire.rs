@@ -524,7 +524,8 @@ async fn a_grpc_message_cut_short_gets_a_status_and_the_server_keeps_serving() {
 /// service ("the details are in the service's log"), and codec.rs keeps
 /// prost's errors from being INTERNAL because that would page an operator.
 /// tonic answers broken framing INTERNAL, with its own message, before any
-/// handler runs: the service neither maps nor logs it. Fails until it does.
+/// handler runs; `codec::corrected_status` rewrites it. This also pins
+/// tonic's messages, which that rewrite recognizes.
 #[tokio::test]
 async fn a_grpc_message_cut_short_is_an_invalid_argument_not_an_internal_error() {
     let app = spawn_app(Backend::Sqlite).await.expect("app");
