@@ -75,6 +75,21 @@ struct ServeArgs {
     )]
     max_message_bytes: u32,
 
+    /// Seconds a call may take from its first byte to its answer, however
+    /// slowly the caller sends it; then it fails CANCELLED. Callers' own
+    /// deadlines (grpc-timeout) apply within it.
+    #[arg(long, env = "INTEGRATION_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    request_timeout_secs: u64,
+
+    /// Calls one connection may have in flight at once (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(
+        long,
+        env = "INTEGRATION_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256
+    )]
+    max_concurrent_streams: u32,
+
     /// argon2id memory cost of new secrets, in KiB (at least 19456).
     #[arg(long, env = "INTEGRATION_ARGON2_MEMORY_KIB", default_value_t = HashParams::MINIMUM.memory_kib)]
     argon2_memory_kib: u32,
@@ -319,6 +334,8 @@ impl ServeArgs {
             migrate: !self.no_migrate,
             default_domain: self.default_domain,
             max_message_bytes: self.max_message_bytes as usize,
+            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            max_concurrent_streams: self.max_concurrent_streams.max(1),
             hashing: HashingSettings {
                 params: hash_params,
                 threads,

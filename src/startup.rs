@@ -34,6 +34,10 @@ pub struct Settings {
     pub migrate: bool,
     pub default_domain: DomainName,
     pub max_message_bytes: usize,
+    /// Longest a call may take, from its first byte to its answer.
+    pub request_timeout: Duration,
+    /// Calls in flight per connection, at most.
+    pub max_concurrent_streams: u32,
     pub hashing: HashingSettings,
     /// Clients whose verified secret is remembered (and whose cache misses
     /// are tracked by the throttle), at most.
@@ -120,6 +124,8 @@ pub struct Application {
     health: HealthReporter,
     health_interval: Duration,
     tls: Option<ServerTlsConfig>,
+    request_timeout: Duration,
+    max_concurrent_streams: u32,
 }
 
 /// Opens the database, creating the SQLite file's directory if needed.
@@ -226,6 +232,8 @@ impl Application {
             health,
             health_interval: settings.health_interval,
             tls,
+            request_timeout: settings.request_timeout,
+            max_concurrent_streams: settings.max_concurrent_streams,
         })
     }
 
@@ -267,7 +275,14 @@ impl Application {
 
         info!(address = %self.address, "serving");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let mut server = Server::builder();
+        // A caller that opens a call and stalls is answered after the
+        // request timeout; one that goes silent altogether is dropped when
+        // it stops answering pings.
+        let mut server = Server::builder()
+            .timeout(self.request_timeout)
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
         if let Some(tls) = self.tls {
             server = server.tls_config(tls)?;
         }
@@ -353,6 +368,11 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
         .map_err(StartupError::Tls)?;
     Ok(config)
 }
+
+/// How often an idle connection is pinged, and how long the peer has to
+/// answer before the connection is closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the number of calls refused under load is logged.
 const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(10);

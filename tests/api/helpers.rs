@@ -131,6 +131,8 @@ pub fn settings(database_url: &str) -> Settings {
         migrate: true,
         default_domain: DomainName::parse(DEFAULT_DOMAIN).expect("a domain"),
         max_message_bytes: 16 * 1024,
+        request_timeout: Duration::from_secs(30),
+        max_concurrent_streams: 256,
         hashing: HashingSettings {
             params: HashParams::MINIMUM,
             threads: 2,

@@ -17,7 +17,7 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
 
 /// Sends and receives message bodies as raw bytes, so a test can put
 /// anything on the wire.
@@ -756,4 +756,52 @@ async fn requests_with_random_fields_each_get_a_status_the_spec_allows() {
         "wire: {RANDOM_REQUESTS} requests with random fields: {}",
         answers.join(", ")
     );
+}
+
+/// A caller that opens a call, sends half a message and then stalls (a
+/// slow-loris) holds a stream only until the request timeout: it is then
+/// answered, and the server goes on serving everybody else meanwhile.
+#[tokio::test]
+async fn a_caller_that_stalls_mid_request_is_answered_at_the_request_timeout() {
+    let app = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.request_timeout = Duration::from_secs(1);
+    })
+    .await
+    .expect("app");
+    let pair = app.ready(WIRE_ORG).await;
+    let message = grpc_message(&get_request_with(WIRE_ORG.as_bytes()));
+    let stalled = async {
+        let connection = TcpStream::connect(app.address).await?;
+        let (client, connection) = h2::client::handshake(connection).await?;
+        tokio::spawn(connection);
+        let request = http::Request::post(format!(
+            "http://{}/centralauth.integration.v1.IntegrationService/GetIntegration",
+            app.address
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a request");
+        let (response, mut stream) = client.ready().await?.send_request(request, false)?;
+        // Half the message, and the stream left open.
+        stream.send_data(message[..message.len() / 2].to_vec().into(), false)?;
+        let started = std::time::Instant::now();
+        let response = response.await?;
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
+            .map(Code::from);
+        Ok::<_, Box<dyn std::error::Error>>((code, started.elapsed(), stream))
+    };
+    let (code, waited, _stream) = timeout(NO_HANG, stalled)
+        .await
+        .expect("answered before NO_HANG")
+        .expect("an HTTP/2 answer");
+    assert_eq!(code, Some(Code::Cancelled), "the stalled call is ended");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "answered after {waited:?}, before the timeout"
+    );
+    assert_still_serving(&app, &pair, "a stalled call").await;
 }
