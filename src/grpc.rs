@@ -215,7 +215,7 @@ impl IntegrationService for IntegrationApi {
 }
 
 /// Parses the organization id and records it on the request's span.
-fn organization(value: String) -> Result<OrganizationId, Error> {
+pub fn organization(value: String) -> Result<OrganizationId, Error> {
     let organization = OrganizationId::parse(value).map_err(|e| Error::InvalidArgument(e.0))?;
     Span::current().record("organization_id", organization.as_str());
     Ok(organization)
@@ -223,7 +223,7 @@ fn organization(value: String) -> Result<OrganizationId, Error> {
 
 /// A client ID or secret as sent: required, and at most
 /// [`MAX_CREDENTIAL_BYTES`].
-fn credential<'a>(field: &str, value: &'a str) -> Result<&'a str, Error> {
+pub fn credential<'a>(field: &str, value: &'a str) -> Result<&'a str, Error> {
     if value.is_empty() {
         return Err(Error::InvalidArgument(format!("{field} is required")));
     }

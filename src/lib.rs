@@ -46,6 +46,9 @@ pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
+/// Property checks of the fuzz targets and of their corpus test.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod hashing;
 pub mod health;
