@@ -90,15 +90,15 @@ struct ServeArgs {
     )]
     max_concurrent_streams: u32,
 
-    /// argon2id memory cost of new secrets, in KiB (at least 19456).
+    /// argon2id memory cost of new secrets, in KiB (19456 to 1048576).
     #[arg(long, env = "INTEGRATION_ARGON2_MEMORY_KIB", default_value_t = HashParams::MINIMUM.memory_kib)]
     argon2_memory_kib: u32,
 
-    /// argon2id passes over memory for new secrets (at least 2).
+    /// argon2id passes over memory for new secrets (2 to 64).
     #[arg(long, env = "INTEGRATION_ARGON2_ITERATIONS", default_value_t = HashParams::MINIMUM.iterations)]
     argon2_iterations: u32,
 
-    /// argon2id lanes for new secrets (at least 1).
+    /// argon2id lanes for new secrets (1 to 16).
     #[arg(long, env = "INTEGRATION_ARGON2_PARALLELISM", default_value_t = HashParams::MINIMUM.parallelism)]
     argon2_parallelism: u32,
 

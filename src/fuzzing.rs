@@ -215,7 +215,7 @@ fn check_domain_name(value: &str) -> bool {
 /// `SecretHash::parse` on the input, as text, and on a PHC string built from
 /// it (algorithm, version, and m, t, p from its first bytes, with a valid
 /// salt and hash). Whatever parse accepts is argon2id v19 with a salt and a
-/// hash at or above [`HashParams::MINIMUM`], is kept unchanged and parses back
+/// hash between [`HashParams::MINIMUM`] and [`HashParams::MAXIMUM`], is kept unchanged and parses back
 /// to itself; a built string is accepted exactly when its algorithm, version
 /// and parameters allow it, and [`HashParams::new`] agrees on the parameters.
 pub fn secret_hash(data: &[u8]) -> bool {
@@ -231,10 +231,10 @@ pub fn secret_hash(data: &[u8]) -> bool {
         ["argon2id", "argon2i", "argon2d"][usize::from(algorithm)],
         ["$v=19", "$v=16", ""][usize::from(version)],
     );
-    let floor = HashParams::MINIMUM;
-    let allowed = m >= floor.memory_kib
-        && t >= floor.iterations
-        && p >= floor.parallelism
+    let (floor, ceiling) = (HashParams::MINIMUM, HashParams::MAXIMUM);
+    let allowed = (floor.memory_kib..=ceiling.memory_kib).contains(&m)
+        && (floor.iterations..=ceiling.iterations).contains(&t)
+        && (floor.parallelism..=ceiling.parallelism).contains(&p)
         && Params::new(m, t, p, None).is_ok();
     assert_eq!(
         HashParams::new(m, t, p).is_ok(),
@@ -262,12 +262,12 @@ fn check_secret_hash(phc: &str) -> bool {
         Ok(params) => params,
         Err(e) => panic!("{phc:?} was accepted with unreadable parameters: {e}"),
     };
-    let floor = HashParams::MINIMUM;
+    let (floor, ceiling) = (HashParams::MINIMUM, HashParams::MAXIMUM);
     assert!(
-        params.m_cost() >= floor.memory_kib
-            && params.t_cost() >= floor.iterations
-            && params.p_cost() >= floor.parallelism,
-        "{phc:?} is below the floor"
+        (floor.memory_kib..=ceiling.memory_kib).contains(&params.m_cost())
+            && (floor.iterations..=ceiling.iterations).contains(&params.t_cost())
+            && (floor.parallelism..=ceiling.parallelism).contains(&params.p_cost()),
+        "{phc:?} is outside the floor and the ceiling"
     );
     assert_eq!(SecretHash::parse(hash.as_str().to_owned()), Ok(hash));
     true

@@ -25,8 +25,18 @@ impl HashParams {
         parallelism: 1,
     };
 
+    /// The ceiling: 1 GiB, 64 passes, 16 lanes. A verify at it already takes
+    /// many seconds; a stored hash above it is corruption or an attack on a
+    /// hashing thread (a row claiming terabytes), and is not verified.
+    pub const MAXIMUM: Self = Self {
+        memory_kib: 1024 * 1024,
+        iterations: 64,
+        parallelism: 16,
+    };
+
     /// Accepts parameters at or above [`HashParams::MINIMUM`] in every
-    /// dimension, so that no configuration can weaken stored hashes.
+    /// dimension, so that no configuration can weaken stored hashes, and at
+    /// most [`HashParams::MAXIMUM`].
     pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, Invalid> {
         let params = Self {
             memory_kib,
@@ -42,6 +52,15 @@ impl HashParams {
                 Self::MINIMUM.parallelism,
             )));
         }
+        if !Self::MAXIMUM.at_least(params) {
+            return Err(Invalid(format!(
+                "argon2id parameters must be at most m={} KiB, t={}, p={}; got m={memory_kib}, \
+                 t={iterations}, p={parallelism}",
+                Self::MAXIMUM.memory_kib,
+                Self::MAXIMUM.iterations,
+                Self::MAXIMUM.parallelism,
+            )));
+        }
         Params::new(memory_kib, iterations, parallelism, None)
             .map_err(|e| Invalid(format!("argon2id refuses these parameters: {e}")))?;
         Ok(params)
@@ -51,6 +70,11 @@ impl HashParams {
         self.memory_kib >= floor.memory_kib
             && self.iterations >= floor.iterations
             && self.parallelism >= floor.parallelism
+    }
+
+    /// Within the floor and the ceiling.
+    fn within_bounds(self) -> bool {
+        self.at_least(Self::MINIMUM) && Self::MAXIMUM.at_least(self)
     }
 }
 
@@ -110,8 +134,9 @@ impl SecretHash {
         Ok(Self(phc.to_string()))
     }
 
-    /// Accepts a PHC string read back from storage only if it is argon2id at
-    /// or above [`HashParams::MINIMUM`]: a weaker hash in the database is
+    /// Accepts a PHC string read back from storage only if it is argon2id
+    /// between [`HashParams::MINIMUM`] and [`HashParams::MAXIMUM`]: a weaker
+    /// hash in the database, or one that would tie up a hashing thread, is
     /// treated as corruption, not verified.
     pub fn parse(phc: String) -> Result<Self, Invalid> {
         let parsed =
@@ -132,9 +157,9 @@ impl SecretHash {
             iterations: params.t_cost(),
             parallelism: params.p_cost(),
         };
-        if !params.at_least(HashParams::MINIMUM) {
+        if !params.within_bounds() {
             return Err(Invalid(format!(
-                "argon2id parameters below the floor: {params:?}"
+                "argon2id parameters outside the floor and the ceiling: {params:?}"
             )));
         }
         Ok(Self(phc))
@@ -257,8 +282,16 @@ mod tests {
     }
 
     #[test]
-    fn parameters_below_the_floor_are_refused() {
-        for (m, t, p) in [(19_455, 2, 1), (19_456, 1, 1), (19_456, 2, 0), (8, 1, 1)] {
+    fn parameters_below_the_floor_or_above_the_ceiling_are_refused() {
+        for (m, t, p) in [
+            (19_455, 2, 1),
+            (19_456, 1, 1),
+            (19_456, 2, 0),
+            (8, 1, 1),
+            (1024 * 1024 + 1, 2, 1),
+            (19_456, 65, 1),
+            (19_456, 2, 17),
+        ] {
             assert!(HashParams::new(m, t, p).is_err(), "m={m} t={t} p={p}");
         }
         assert_eq!(HashParams::new(19_456, 2, 1), Ok(HashParams::MINIMUM));
@@ -266,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn stored_hashes_that_are_weak_or_not_argon2id_are_refused() {
+    fn stored_hashes_that_are_weak_too_costly_or_not_argon2id_are_refused() {
         let salt_and_hash = "c29tZXNhbHRzb21lc2FsdA$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU";
         let refused = [
             String::new(),
@@ -276,6 +309,9 @@ mod tests {
             format!("$argon2id$v=16$m=19456,t=2,p=1${salt_and_hash}"),
             format!("$argon2id$v=19$m=4096,t=2,p=1${salt_and_hash}"),
             format!("$argon2id$v=19$m=19456,t=1,p=1${salt_and_hash}"),
+            // A row claiming 4 TiB would tie up a hashing thread.
+            format!("$argon2id$v=19$m=4294967295,t=2,p=1${salt_and_hash}"),
+            format!("$argon2id$v=19$m=19456,t=4294967295,p=1${salt_and_hash}"),
             "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA".to_owned(),
         ];
         for phc in refused {
