@@ -34,12 +34,23 @@ use std::{
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::domain::{ClientId, ClientSecret, OrganizationId, RandomUnavailable, random_bytes};
 
-/// An HMAC-SHA256 of a client ID and a secret under this process's key.
-pub type Fingerprint = [u8; 32];
+/// An HMAC-SHA256 of a client ID and a secret under this process's key:
+/// equal for equal pairs, and nothing else to anyone without the key. A
+/// check computes it once ([`CredentialCache::fingerprint`]) and uses it for
+/// the lookup, for coalescing identical checks, and for remembering.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprint(..)")
+    }
+}
 
 /// A moment of this process's life: nanoseconds since the cache was made.
 pub type Moment = u64;
@@ -122,18 +133,15 @@ impl CredentialCache {
             + 1
     }
 
-    /// What the cache knows of this pair. Costs one HMAC and one map lookup.
-    pub fn lookup(&self, client_id: &ClientId, secret: &ClientSecret) -> Lookup {
+    /// What the cache knows of the pair whose fingerprint this is. Costs one
+    /// map lookup.
+    pub fn lookup(&self, client_id: &ClientId, fingerprint: &Fingerprint) -> Lookup {
         let Some(entry) = self.entries.get(client_id.as_str()) else {
             return Lookup::Miss;
         };
         // Constant-time comparison: the timing says nothing of how close a
         // wrong secret came.
-        if self
-            .keyed(client_id, secret)
-            .verify_slice(&entry.mac)
-            .is_err()
-        {
+        if !bool::from(entry.mac.0.ct_eq(&fingerprint.0)) {
             return Lookup::Miss;
         }
         let age = Duration::from_nanos(self.now().saturating_sub(entry.read_at));
@@ -153,26 +161,25 @@ impl CredentialCache {
             .max(self.trusted_since.load(Ordering::Acquire))
     }
 
-    /// Remembers that `secret` is the active secret `secret_id` of
-    /// `client_id`, as read from the database at `read_at`. If an
-    /// invalidation came after that, the entry is born untrusted.
+    /// Remembers that the pair of `fingerprint` is the active secret
+    /// `secret_id` of `client_id`, as read from the database at `read_at`.
+    /// If an invalidation came after that, the entry is born untrusted.
     pub fn remember(
         &self,
         read_at: Moment,
         client_id: &ClientId,
-        secret: &ClientSecret,
+        fingerprint: Fingerprint,
         secret_id: Uuid,
         organization_id: OrganizationId,
         custom_domain: Option<String>,
     ) {
-        let mac = self.fingerprint(client_id, secret);
         self.entries.insert(
             client_id.as_str().to_owned(),
             Arc::new(Verified {
                 secret_id,
                 organization_id,
                 custom_domain,
-                mac,
+                mac: fingerprint,
                 read_at,
             }),
         );
@@ -180,15 +187,13 @@ impl CredentialCache {
 
     /// Records that `entry` was confirmed against the database at `read_at`.
     pub fn refresh(&self, read_at: Moment, client_id: &ClientId, entry: &Verified) {
-        self.entries.insert(
-            client_id.as_str().to_owned(),
-            Arc::new(Verified {
-                secret_id: entry.secret_id,
-                organization_id: entry.organization_id.clone(),
-                custom_domain: entry.custom_domain.clone(),
-                mac: entry.mac,
-                read_at,
-            }),
+        self.remember(
+            read_at,
+            client_id,
+            entry.mac,
+            entry.secret_id,
+            entry.organization_id.clone(),
+            entry.custom_domain.clone(),
         );
     }
 
@@ -216,22 +221,17 @@ impl CredentialCache {
         self.len() == 0
     }
 
-    /// The MAC of the pair: equal for equal pairs, and nothing else to
-    /// anyone without this process's key.
+    /// The pair's [`Fingerprint`]: one HMAC-SHA256.
     pub fn fingerprint(&self, client_id: &ClientId, secret: &ClientSecret) -> Fingerprint {
-        self.keyed(client_id, secret).finalize().into_bytes().into()
-    }
-
-    fn slot(&self, client_id: &str) -> usize {
-        self.slots.hash_one(client_id) as usize % INVALIDATION_SLOTS
-    }
-
-    fn keyed(&self, client_id: &ClientId, secret: &ClientSecret) -> Hmac<Sha256> {
         let mut mac = self.mac.clone();
         mac.update(client_id.as_str().as_bytes());
         mac.update(b":");
         mac.update(secret.expose().as_bytes());
-        mac
+        Fingerprint(mac.finalize().into_bytes().into())
+    }
+
+    fn slot(&self, client_id: &str) -> usize {
+        self.slots.hash_one(client_id) as usize % INVALIDATION_SLOTS
     }
 }
 
@@ -251,10 +251,25 @@ mod tests {
     }
 
     fn remember(cache: &CredentialCache, client_id: &ClientId, secret: &ClientSecret) -> Uuid {
+        remember_read_at(cache, cache.now(), client_id, secret)
+    }
+
+    /// Remembers the pair as read from the database at `read_at`.
+    fn remember_read_at(
+        cache: &CredentialCache,
+        read_at: Moment,
+        client_id: &ClientId,
+        secret: &ClientSecret,
+    ) -> Uuid {
         let id = Uuid::now_v7();
         let organization = OrganizationId::parse("org".into()).expect("valid");
-        cache.remember(cache.now(), client_id, secret, id, organization, None);
+        let fingerprint = cache.fingerprint(client_id, secret);
+        cache.remember(read_at, client_id, fingerprint, id, organization, None);
         id
+    }
+
+    fn lookup(cache: &CredentialCache, client_id: &ClientId, secret: &ClientSecret) -> Lookup {
+        cache.lookup(client_id, &cache.fingerprint(client_id, secret))
     }
 
     #[test]
@@ -262,20 +277,23 @@ mod tests {
         let cache = new_cache(10, Duration::from_secs(60));
         let (client_id, secret) = pair();
         assert!(
-            matches!(cache.lookup(&client_id, &secret), Lookup::Miss),
+            matches!(lookup(&cache, &client_id, &secret), Lookup::Miss),
             "empty"
         );
         let id = remember(&cache, &client_id, &secret);
-        match cache.lookup(&client_id, &secret) {
+        match lookup(&cache, &client_id, &secret) {
             Lookup::Fresh(entry) => assert_eq!(entry.secret_id, id),
             other => panic!("expected a fresh hit, got {other:?}"),
         }
         let (other_client, other_secret) = pair();
         assert!(matches!(
-            cache.lookup(&client_id, &other_secret),
+            lookup(&cache, &client_id, &other_secret),
             Lookup::Miss
         ));
-        assert!(matches!(cache.lookup(&other_client, &secret), Lookup::Miss));
+        assert!(matches!(
+            lookup(&cache, &other_client, &secret),
+            Lookup::Miss
+        ));
     }
 
     #[test]
@@ -284,12 +302,12 @@ mod tests {
         let (client_id, secret) = pair();
         remember(&cache, &client_id, &secret);
         std::thread::sleep(Duration::from_millis(30));
-        let Lookup::Stale(entry) = cache.lookup(&client_id, &secret) else {
+        let Lookup::Stale(entry) = lookup(&cache, &client_id, &secret) else {
             panic!("expected a stale entry");
         };
         cache.refresh(cache.now(), &client_id, &entry);
         assert!(matches!(
-            cache.lookup(&client_id, &secret),
+            lookup(&cache, &client_id, &secret),
             Lookup::Fresh(_)
         ));
     }
@@ -302,8 +320,8 @@ mod tests {
         remember(&cache, &a, &a_secret);
         remember(&cache, &b, &b_secret);
         cache.forget(a.as_str());
-        assert!(matches!(cache.lookup(&a, &a_secret), Lookup::Miss));
-        assert!(matches!(cache.lookup(&b, &b_secret), Lookup::Fresh(_)));
+        assert!(matches!(lookup(&cache, &a, &a_secret), Lookup::Miss));
+        assert!(matches!(lookup(&cache, &b, &b_secret), Lookup::Fresh(_)));
     }
 
     #[test]
@@ -312,12 +330,12 @@ mod tests {
         let (client_id, secret) = pair();
         remember(&cache, &client_id, &secret);
         cache.forget_all();
-        let Lookup::Stale(entry) = cache.lookup(&client_id, &secret) else {
+        let Lookup::Stale(entry) = lookup(&cache, &client_id, &secret) else {
             panic!("an entry read before the reset is not trusted");
         };
         cache.refresh(cache.now(), &client_id, &entry);
         assert!(matches!(
-            cache.lookup(&client_id, &secret),
+            lookup(&cache, &client_id, &secret),
             Lookup::Fresh(_)
         ));
     }
@@ -328,17 +346,9 @@ mod tests {
         let (client_id, secret) = pair();
         let read_at = cache.now();
         cache.forget(client_id.as_str()); // an activation lands mid-verification
-        let organization = OrganizationId::parse("org".into()).expect("valid");
-        cache.remember(
-            read_at,
-            &client_id,
-            &secret,
-            Uuid::now_v7(),
-            organization,
-            None,
-        );
+        remember_read_at(&cache, read_at, &client_id, &secret);
         assert!(matches!(
-            cache.lookup(&client_id, &secret),
+            lookup(&cache, &client_id, &secret),
             Lookup::Stale(_)
         ));
         assert!(
@@ -353,17 +363,9 @@ mod tests {
         let (client_id, secret) = pair();
         let read_at = cache.now();
         std::thread::sleep(Duration::from_millis(30)); // a slow verify
-        let organization = OrganizationId::parse("org".into()).expect("valid");
-        cache.remember(
-            read_at,
-            &client_id,
-            &secret,
-            Uuid::now_v7(),
-            organization,
-            None,
-        );
+        remember_read_at(&cache, read_at, &client_id, &secret);
         assert!(matches!(
-            cache.lookup(&client_id, &secret),
+            lookup(&cache, &client_id, &secret),
             Lookup::Stale(_)
         ));
     }
@@ -383,15 +385,19 @@ mod tests {
         let cache = new_cache(10, Duration::from_secs(60));
         let (client_id, secret) = pair();
         remember(&cache, &client_id, &secret);
-        let Lookup::Fresh(entry) = cache.lookup(&client_id, &secret) else {
+        let Lookup::Fresh(entry) = lookup(&cache, &client_id, &secret) else {
             panic!("expected a hit");
         };
         let printed = format!("{entry:?}");
         assert!(!printed.contains(&secret.expose()[4..12]), "{printed}");
         // Another process (another key) derives another MAC from the same pair.
         let other = new_cache(10, Duration::from_secs(60));
-        let mac = |c: &CredentialCache| c.keyed(&client_id, &secret).finalize().into_bytes();
-        assert_ne!(mac(&cache), mac(&other), "the key is random per process");
-        assert_eq!(mac(&cache).as_slice(), entry.mac.as_slice());
+        let fingerprint = cache.fingerprint(&client_id, &secret);
+        assert_ne!(
+            fingerprint,
+            other.fingerprint(&client_id, &secret),
+            "the key is random per process"
+        );
+        assert_eq!(entry.mac, fingerprint);
     }
 }

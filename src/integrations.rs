@@ -189,7 +189,7 @@ impl Integrations {
                     self.cache.remember(
                         self.cache.now(),
                         &integration.client_id,
-                        &secret,
+                        self.cache.fingerprint(&integration.client_id, &secret),
                         pending_id,
                         integration.organization_id.clone(),
                         integration.custom_domain.clone(),
@@ -263,7 +263,8 @@ impl Integrations {
         else {
             return Ok(Validation::Invalid(Rejection::Malformed));
         };
-        match self.cache.lookup(&client_id, &secret) {
+        let fingerprint = self.cache.fingerprint(&client_id, &secret);
+        match self.cache.lookup(&client_id, &fingerprint) {
             Lookup::Fresh(verified) => return Ok(self.valid(&verified)),
             Lookup::Stale(verified) => {
                 let read_at = self.cache.now();
@@ -276,7 +277,7 @@ impl Integrations {
             Lookup::Miss => {}
         }
 
-        self.verify_once(&client_id, secret).await
+        self.verify_once(&client_id, secret, fingerprint).await
     }
 
     /// Verifies a pair the cache could not answer. Identical checks that
@@ -288,19 +289,17 @@ impl Integrations {
         &self,
         client_id: &ClientId,
         secret: ClientSecret,
+        fingerprint: Fingerprint,
     ) -> Result<Validation, Error> {
         // Checks that start on either side of an invalidation (an
         // activation) must not share an answer.
-        let key = (
-            self.cache.fingerprint(client_id, &secret),
-            self.cache.invalidated(client_id),
-        );
+        let key = (fingerprint, self.cache.invalidated(client_id));
         let share = |outcome: &Result<Validation, Error>| match outcome {
             Ok(validation) => Ok(validation.clone()),
             Err(error) => Err(error.shared()),
         };
         self.in_flight
-            .run(key, || self.verify(client_id, secret), share)
+            .run(key, || self.verify(client_id, secret, fingerprint), share)
             .await
     }
 
@@ -309,6 +308,7 @@ impl Integrations {
         &self,
         client_id: &ClientId,
         secret: ClientSecret,
+        fingerprint: Fingerprint,
     ) -> Result<Validation, Error> {
         self.throttle.admit(client_id)?;
         let read_at = self.cache.now();
@@ -316,14 +316,14 @@ impl Integrations {
             self.hasher.verify_decoy(secret).await?;
             return Ok(Validation::Invalid(Rejection::NoActiveSecret));
         };
-        if !self.hasher.verify(secret.clone(), credentials.hash).await? {
+        if !self.hasher.verify(secret, credentials.hash).await? {
             return Ok(Validation::Invalid(Rejection::WrongSecret));
         }
         let domain = self.domain(credentials.custom_domain.as_deref()).to_owned();
         self.cache.remember(
             read_at,
             client_id,
-            &secret,
+            fingerprint,
             credentials.secret_id,
             credentials.organization_id.clone(),
             credentials.custom_domain,

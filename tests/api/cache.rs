@@ -83,7 +83,7 @@ async fn the_listener_keeps_the_cache_honest() {
         cache.remember(
             cache.now(),
             client_id,
-            secret,
+            cache.fingerprint(client_id, secret),
             uuid::Uuid::now_v7(),
             organization,
             None,
@@ -101,19 +101,30 @@ async fn the_listener_keeps_the_cache_honest() {
     notify(&a, store.replica()).await.expect("notified");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        matches!(cache.lookup(&a, &secret), Lookup::Fresh(_)),
+        matches!(
+            cache.lookup(&a, &cache.fingerprint(&a, &secret)),
+            Lookup::Fresh(_)
+        ),
         "its own notice is ignored"
     );
 
     // Another replica's notice: forget that client, and only it.
     notify(&a, uuid::Uuid::new_v4()).await.expect("notified");
     eventually(
-        || matches!(cache.lookup(&a, &secret), Lookup::Miss),
+        || {
+            matches!(
+                cache.lookup(&a, &cache.fingerprint(&a, &secret)),
+                Lookup::Miss
+            )
+        },
         "a is forgotten",
     )
     .await;
     assert!(
-        matches!(cache.lookup(&b, &secret), Lookup::Fresh(_)),
+        matches!(
+            cache.lookup(&b, &cache.fingerprint(&b, &secret)),
+            Lookup::Fresh(_)
+        ),
         "b is untouched"
     );
 
@@ -133,7 +144,12 @@ async fn the_listener_keeps_the_cache_honest() {
         .await
         .expect("the listener's connection terminated");
     eventually(
-        || matches!(cache.lookup(&b, &secret), Lookup::Stale(_)),
+        || {
+            matches!(
+                cache.lookup(&b, &cache.fingerprint(&b, &secret)),
+                Lookup::Stale(_)
+            )
+        },
         "b is not trusted",
     )
     .await;
