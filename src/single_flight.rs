@@ -61,11 +61,13 @@ impl<K: Eq + Hash + Clone, V> SingleFlight<K, V> {
     }
 
     /// Keys in flight now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
