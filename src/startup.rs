@@ -108,8 +108,12 @@ pub enum StartupError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot set up TLS with the configured certificate and key: {0}")]
-    Tls(#[source] tonic::transport::Error),
+    #[error("cannot set up TLS with the certificate {cert} and the key {key}: {source}")]
+    Tls {
+        cert: String,
+        key: String,
+        source: tonic::transport::Error,
+    },
 }
 
 /// A service that is connected, migrated and bound, ready to serve.
@@ -365,7 +369,11 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
     }
     Server::builder()
         .tls_config(config.clone())
-        .map_err(StartupError::Tls)?;
+        .map_err(|source| StartupError::Tls {
+            cert: files.cert.display().to_string(),
+            key: files.key.display().to_string(),
+            source,
+        })?;
     Ok(config)
 }
 

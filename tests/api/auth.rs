@@ -576,6 +576,10 @@ async fn a_bad_tls_file_stops_the_start_with_its_path() {
             message.contains("TLS"),
             "the message says what is wrong: {message}"
         );
+        assert!(
+            message.contains(&dir.path().join(cert).display().to_string()),
+            "and names the file: {message}"
+        );
     }
 }
 
