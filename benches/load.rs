@@ -821,6 +821,7 @@ async fn create_reference(channel: &Transport) -> Res<Reference> {
         .validate_client(proto::ValidateClientRequest {
             client_id: integration.client_id.clone(),
             client_secret: secret.clone(),
+            ..Default::default()
         })
         .await
         .context("ValidateClient of the reference organization")?
@@ -967,6 +968,7 @@ async fn check_seeded(
             .validate_client(proto::ValidateClientRequest {
                 client_id: client_id.to_owned(),
                 client_secret: reference.secret.clone(),
+                ..Default::default()
             })
             .await
             .map_err(|s| format!("ValidateClient of seeded {organization}: {s}"))?
@@ -1114,6 +1116,7 @@ async fn validate(
         .validate_client(proto::ValidateClientRequest {
             client_id: client_id.to_owned(),
             client_secret: secret.to_owned(),
+            ..Default::default()
         })
         .await?;
     Ok(response.into_inner().valid)

@@ -1,8 +1,9 @@
 //! Who may call what.
 //!
 //! A caller presents a bearer token in the `authorization` metadata. Each
-//! token belongs to one role: **admin** (the dashboard backend: create, read,
-//! generate, activate) or **validator** (the gateway: ValidateClient only).
+//! token belongs to one role: **admin** (the dashboard backend: every change
+//! and read) or **validator** (the gateway: ValidateClient and the change
+//! stream, [`VALIDATOR_METHODS`]).
 //! The service keeps only the tokens' SHA-256 digests, and checks a
 //! presented token against every digest of both roles, in constant time, so
 //! neither the answer's time nor its path depends on how much of a token
@@ -36,9 +37,9 @@ use tracing::warn;
 /// What a token lets its holder call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The dashboard backend: every RPC but ValidateClient.
+    /// The dashboard backend: every RPC but the validator's.
     Admin,
-    /// The gateway: ValidateClient only.
+    /// The gateway: ValidateClient and WatchIntegrations.
     Validator,
 }
 
@@ -175,25 +176,32 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 pub struct RequireRole<S> {
     inner: S,
     tokens: Arc<Tokens>,
-    /// The one method validators may call, as a request path.
-    validator_path: Arc<str>,
+    /// The methods validators may call, as request paths.
+    validator_paths: Arc<[String]>,
 }
 
+/// The IntegrationService's methods that need the validator role (the
+/// gateway's); every other method needs admin.
+pub const VALIDATOR_METHODS: [&str; 2] = ["ValidateClient", "WatchIntegrations"];
+
 impl<S: NamedService> RequireRole<S> {
-    /// `validator_method` is the method (e.g. `ValidateClient`) that needs
-    /// the validator role; every other method of the service needs admin.
-    pub fn new(inner: S, tokens: Arc<Tokens>, validator_method: &str) -> Self {
+    /// `validator_methods` (e.g. [`VALIDATOR_METHODS`]) need the validator
+    /// role; every other method of the service needs admin.
+    pub fn new(inner: S, tokens: Arc<Tokens>, validator_methods: &[&str]) -> Self {
         Self {
             inner,
             tokens,
-            validator_path: format!("/{}/{validator_method}", S::NAME).into(),
+            validator_paths: validator_methods
+                .iter()
+                .map(|method| format!("/{}/{method}", S::NAME))
+                .collect(),
         }
     }
 }
 
 impl<S> RequireRole<S> {
     fn required(&self, path: &str) -> Role {
-        if path == &*self.validator_path {
+        if self.validator_paths.iter().any(|p| p == path) {
             Role::Validator
         } else {
             Role::Admin

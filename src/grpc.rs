@@ -76,6 +76,8 @@ impl IntegrationApi {
             custom_domain: integration.custom_domain.is_some(),
             active_secret: integration.active_secret.map(secret),
             pending_secret: integration.pending_secret.map(secret),
+            // Custom domains come with the lifecycle RPCs (UpdateDomain).
+            custom_domain_status: None,
             create_time: Some(timestamp(integration.created_at)),
             update_time: Some(timestamp(integration.updated_at)),
         }
@@ -212,6 +214,63 @@ impl IntegrationService for IntegrationApi {
         };
         Ok(Response::new(response))
     }
+    async fn update_domain(
+        &self,
+        _request: Request<proto::UpdateDomainRequest>,
+    ) -> Result<Response<proto::UpdateDomainResponse>, Status> {
+        Err(not_yet("UpdateDomain"))
+    }
+
+    async fn verify_domain(
+        &self,
+        _request: Request<proto::VerifyDomainRequest>,
+    ) -> Result<Response<proto::VerifyDomainResponse>, Status> {
+        Err(not_yet("VerifyDomain"))
+    }
+
+    async fn list_secrets(
+        &self,
+        _request: Request<proto::ListSecretsRequest>,
+    ) -> Result<Response<proto::ListSecretsResponse>, Status> {
+        Err(not_yet("ListSecrets"))
+    }
+
+    async fn revoke_secret(
+        &self,
+        _request: Request<proto::RevokeSecretRequest>,
+    ) -> Result<Response<proto::RevokeSecretResponse>, Status> {
+        Err(not_yet("RevokeSecret"))
+    }
+
+    async fn list_audit_events(
+        &self,
+        _request: Request<proto::ListAuditEventsRequest>,
+    ) -> Result<Response<proto::ListAuditEventsResponse>, Status> {
+        Err(not_yet("ListAuditEvents"))
+    }
+
+    type WatchIntegrationsStream = tonic::codegen::BoxStream<proto::WatchIntegrationsResponse>;
+
+    async fn watch_integrations(
+        &self,
+        _request: Request<proto::WatchIntegrationsRequest>,
+    ) -> Result<Response<Self::WatchIntegrationsStream>, Status> {
+        Err(not_yet("WatchIntegrations"))
+    }
+
+    async fn delete_integration(
+        &self,
+        _request: Request<proto::DeleteIntegrationRequest>,
+    ) -> Result<Response<proto::DeleteIntegrationResponse>, Status> {
+        Err(not_yet("DeleteIntegration"))
+    }
+}
+
+/// The answer of an RPC the contract has and this version does not serve yet.
+fn not_yet(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is in the contract but not served by this version of the service yet"
+    ))
 }
 
 /// Parses the organization id and records it on the request's span.
@@ -298,6 +357,10 @@ fn secret(secret: StoredSecret) -> proto::Secret {
         create_time: Some(timestamp(secret.created_at)),
         activate_time: secret.activated_at.map(timestamp),
         revoke_time: secret.revoked_at.map(timestamp),
+        // Use and expiry are not recorded yet.
+        last_use_time: None,
+        expire_time: None,
+        last_retired_use_time: None,
     }
 }
 

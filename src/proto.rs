@@ -42,6 +42,7 @@ impl std::fmt::Debug for ValidateClientRequest {
         f.debug_struct("ValidateClientRequest")
             .field("client_id", &self.client_id)
             .field("client_secret", &REDACTED)
+            .field("remote_address", &self.remote_address)
             .finish()
     }
 }

@@ -10,7 +10,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
-use crate::auth::{RequireRole, Tokens};
+use crate::auth::{RequireRole, Tokens, VALIDATOR_METHODS};
 use crate::cache::CredentialCache;
 use crate::codec::corrected_status;
 use crate::config::sqlite_directory;
@@ -210,7 +210,7 @@ impl Application {
             routes.add_service(RequireRole::new(
                 api,
                 Arc::new(tokens.clone()),
-                "ValidateClient",
+                &VALIDATOR_METHODS,
             ))
         };
 

@@ -56,6 +56,7 @@ fn validate(client_id: &str, value: &str) -> proto::ValidateClientRequest {
     proto::ValidateClientRequest {
         client_id: client_id.into(),
         client_secret: value.into(),
+        ..Default::default()
     }
 }
 

@@ -210,6 +210,7 @@ async fn another_replica_stops_accepting(
     let validate = |value: &str| proto::ValidateClientRequest {
         client_id: client_id.clone(),
         client_secret: value.to_owned(),
+        ..Default::default()
     };
     for _ in 0..3 {
         let answer = gateway
@@ -305,6 +306,7 @@ async fn flood_at_once(
                     .validate_client(integration_service::proto::ValidateClientRequest {
                         client_id,
                         client_secret: wrong,
+                        ..Default::default()
                     })
                     .await
                     .map(|r| r.into_inner().valid)

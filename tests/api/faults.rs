@@ -1229,6 +1229,7 @@ async fn validate(client: &mut Client, client_id: &str, value: &str) -> Result<b
     let request = proto::ValidateClientRequest {
         client_id: client_id.to_owned(),
         client_secret: value.to_owned(),
+        ..Default::default()
     };
     Ok(within(client.validate_client(request)).await?.valid)
 }

@@ -261,6 +261,7 @@ impl TestApp {
             .validate_client(proto::ValidateClientRequest {
                 client_id: client_id.to_owned(),
                 client_secret: value.to_owned(),
+                ..Default::default()
             })
             .await?;
         Ok(response.into_inner())

@@ -226,6 +226,7 @@ async fn no_secret_reaches_the_log(backend: Backend) {
     let validate = |value: &str| proto::ValidateClientRequest {
         client_id: integration.client_id.clone(),
         client_secret: value.to_owned(),
+        ..Default::default()
     };
     for value in [&value, &typo, &discarded.client_secret] {
         client
