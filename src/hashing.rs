@@ -33,31 +33,9 @@ use std::{
 
 use tokio::sync::oneshot;
 
+use crate::config::{HashingSettings, Priority};
 use crate::domain::{ClientSecret, HashParams, Memory, SecretHash};
 use crate::error::Error;
-
-/// How the argon2 threads are scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Priority {
-    /// Linux `SCHED_IDLE`: run only on CPU nothing else wants.
-    Idle,
-    /// The same priority as the rest of the service.
-    Normal,
-}
-
-/// How much argon2 work may run and wait.
-#[derive(Debug, Clone)]
-pub struct HashingSettings {
-    pub params: HashParams,
-    /// Threads of the gateway's lane: one per core.
-    pub threads: usize,
-    /// Calls that may wait for a thread of a lane, at most.
-    pub queue_capacity: usize,
-    /// How long a call may wait for its result before it fails.
-    pub queue_timeout: Duration,
-    /// The priority of the gateway's lane.
-    pub priority: Priority,
-}
 
 /// Hashes and verifies secrets on the argon2 threads. Cloning is cheap; the
 /// threads stop when the last clone is dropped.

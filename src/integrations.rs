@@ -354,9 +354,7 @@ mod tests {
 
     use super::*;
     use crate::domain::HashParams;
-    use crate::hashing::{HashingSettings, Priority};
-    use crate::store::StoreOptions;
-    use crate::throttle::ThrottleSettings;
+    use crate::config::{DatabaseSettings, HashingSettings, Priority, ThrottleSettings};
 
     /// The operations over a fresh SQLite file, and their cache, with a
     /// per-client burst of `burst` cache misses.
@@ -373,7 +371,7 @@ mod tests {
         burst: u32,
         params: HashParams,
     ) -> (Integrations, Arc<CredentialCache>) {
-        let store = Store::connect(&StoreOptions {
+        let store = Store::connect(&DatabaseSettings {
             url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()),
             max_connections: 4,
             acquire_timeout: Duration::from_secs(10),

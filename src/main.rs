@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(settings: integration_service::startup::Settings) -> Result<(), String> {
+async fn serve(settings: integration_service::config::Settings) -> Result<(), String> {
     let app = Application::build(settings)
         .await
         .map_err(|e| e.to_string())?;
@@ -35,7 +35,7 @@ async fn serve(settings: integration_service::startup::Settings) -> Result<(), S
         .map_err(|e| format!("the server failed: {e}"))
 }
 
-async fn migrate(options: integration_service::store::StoreOptions) -> Result<(), String> {
+async fn migrate(options: integration_service::config::DatabaseSettings) -> Result<(), String> {
     let store = open_store(&options).await.map_err(|e| e.to_string())?;
     store
         .migrate()

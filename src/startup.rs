@@ -10,65 +10,19 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
-use crate::auth::{RequireRole, Tokens, VALIDATOR_METHODS};
+use crate::auth::{RequireRole, VALIDATOR_METHODS};
 use crate::cache::CredentialCache;
 use crate::codec::corrected_status;
-use crate::config::sqlite_directory;
-use crate::domain::DomainName;
+use crate::config::{AccessSettings, DatabaseSettings, Settings, TlsFiles};
 use crate::error::Error;
 use crate::grpc::{IntegrationApi, Refusals};
-use crate::hashing::{Hasher, HashingSettings};
+use crate::hashing::Hasher;
 use crate::health;
 use crate::integrations::Integrations;
 use crate::invalidation::{self, Subscription};
 use crate::proto::{self, integration_service_server::IntegrationServiceServer};
-use crate::store::{Store, StoreOptions};
-use crate::throttle::{Throttle, ThrottleSettings};
-
-/// Everything `serve` needs to know.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub listen: SocketAddr,
-    pub database: StoreOptions,
-    /// Apply pending migrations before serving.
-    pub migrate: bool,
-    pub default_domain: DomainName,
-    pub max_message_bytes: usize,
-    /// Longest a call may take, from its first byte to its answer.
-    pub request_timeout: Duration,
-    /// Calls in flight per connection, at most.
-    pub max_concurrent_streams: u32,
-    pub hashing: HashingSettings,
-    /// Clients whose verified secret is remembered (and whose cache misses
-    /// are tracked by the throttle), at most.
-    pub cache_capacity: u64,
-    /// How long a remembered verification is trusted before it is checked
-    /// against the database again.
-    pub cache_revalidate: Duration,
-    pub throttle: ThrottleSettings,
-    pub health_interval: Duration,
-    pub access: AccessSettings,
-}
-
-/// Who may call, and over what.
-#[derive(Debug, Clone, Default)]
-pub struct AccessSettings {
-    /// Bearer tokens per role; none means no authentication, which is only
-    /// allowed on loopback or with `insecure_no_auth`.
-    pub tokens: Tokens,
-    /// Serve without tokens on any address.
-    pub insecure_no_auth: bool,
-    pub tls: Option<TlsFiles>,
-}
-
-/// The PEM files TLS is served with.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// CAs of the client certificates accepted; with it, mutual TLS.
-    pub client_ca: Option<PathBuf>,
-}
+use crate::store::Store;
+use crate::throttle::Throttle;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +87,8 @@ pub struct Application {
 }
 
 /// Opens the database, creating the SQLite file's directory if needed.
-pub async fn open_store(options: &StoreOptions) -> Result<Store, StartupError> {
-    if let Some(dir) = sqlite_directory(&options.url) {
+pub async fn open_store(options: &DatabaseSettings) -> Result<Store, StartupError> {
+    if let Some(dir) = options.sqlite_directory() {
         std::fs::create_dir_all(&dir).map_err(|source| StartupError::DataDirectory {
             path: dir.display().to_string(),
             source,
@@ -157,7 +111,7 @@ impl Application {
             .await
             .map_err(StartupError::Hasher)?;
         let cache = Arc::new(
-            CredentialCache::new(settings.cache_capacity, settings.cache_revalidate)
+            CredentialCache::new(settings.cache.capacity, settings.cache.revalidate)
                 .map_err(StartupError::Cache)?,
         );
         let activations = invalidation::subscribe(&store)

@@ -35,27 +35,9 @@ use governor::{
     state::{InMemoryState, NotKeyed, StateStore},
 };
 
+use crate::config::ThrottleSettings;
 use crate::domain::{ClientId, OrganizationId};
 use crate::error::Error;
-
-/// How many cache misses are admitted.
-#[derive(Debug, Clone)]
-pub struct ThrottleSettings {
-    /// Misses per second per client ID, sustained.
-    pub per_client_per_second: NonZeroU32,
-    /// Misses one client ID may make at once before the rate applies.
-    pub per_client_burst: NonZeroU32,
-    /// Misses per second overall; `None` sets it from the measured cost of
-    /// one verify (see [`Throttle::new`]).
-    pub overall_per_second: Option<NonZeroU32>,
-    /// Slots of the per-client table, rounded up to a power of two (8 bytes
-    /// each); also the slots of the per-organization table of failed
-    /// activations.
-    pub tracked_clients: u64,
-    /// ActivateSecret attempts with a wrong value allowed per organization
-    /// per minute, and at once.
-    pub activation_failures_per_minute: NonZeroU32,
-}
 
 /// The limits on cache misses, and on failed activations.
 pub struct Throttle {

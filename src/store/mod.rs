@@ -28,18 +28,9 @@ use uuid::Uuid;
 
 pub use secrets::{Activation, ActivationNotice, Generated, NewSecret, SECRET_ACTIVATED};
 
+use crate::config::DatabaseSettings;
 use crate::domain::{ClientId, OrganizationId, SecretHash, SecretState};
 use crate::error::Error;
-
-/// How to reach the database.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    pub url: String,
-    pub max_connections: u32,
-    /// How long a call waits for a pooled connection (or a new one) before it
-    /// fails `UNAVAILABLE`.
-    pub acquire_timeout: Duration,
-}
 
 /// The database, shared by every handler. Cloning is cheap (a pool handle).
 #[derive(Clone, Debug)]
@@ -96,7 +87,7 @@ impl Store {
     /// SQLite runs in WAL mode (readers never wait for the writer), waits up
     /// to five seconds for a busy writer, syncs every commit to disk, and
     /// enforces foreign keys.
-    pub async fn connect(options: &StoreOptions) -> Result<Self, DbErr> {
+    pub async fn connect(options: &DatabaseSettings) -> Result<Self, DbErr> {
         let (url, password) = split_password(&options.url)?;
         let mut connect = ConnectOptions::new(url);
         connect

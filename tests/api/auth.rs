@@ -6,7 +6,8 @@ use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 use integration_service::{
     auth::{Token, Tokens},
     proto::{self, integration_service_client::IntegrationServiceClient},
-    startup::{Application, Settings, StartupError, TlsFiles},
+    config::{Settings, TlsFiles},
+    startup::{Application, StartupError},
 };
 use tokio::{io::AsyncReadExt, process::Command, sync::oneshot};
 use tonic::{

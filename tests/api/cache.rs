@@ -48,8 +48,8 @@ async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica_on_
     a_revoked_secret_stops_validating_at_once_on_the_activating_replica(Backend::Postgres).await;
 }
 
-fn trust_for_a_minute(settings: &mut integration_service::startup::Settings) {
-    settings.cache_revalidate = Duration::from_secs(60);
+fn trust_for_a_minute(settings: &mut integration_service::config::Settings) {
+    settings.cache.revalidate = Duration::from_secs(60);
 }
 
 /// The listener, on its own: notices from other replicas make the cache
@@ -283,7 +283,7 @@ async fn another_sqlite_process_stops_accepting_a_revoked_secret_within_its_inte
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
-fn strict_throttle(settings: &mut integration_service::startup::Settings) {
+fn strict_throttle(settings: &mut integration_service::config::Settings) {
     settings.throttle.per_client_per_second = NonZeroU32::MIN;
     settings.throttle.per_client_burst = NonZeroU32::new(3).expect("non-zero");
     settings.throttle.overall_per_second = NonZeroU32::new(10);

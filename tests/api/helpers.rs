@@ -15,12 +15,14 @@ use std::{
 };
 
 use integration_service::{
+    config::{
+        AccessSettings, CacheSettings, DatabaseSettings, HashingSettings, Priority, Settings,
+        ThrottleSettings,
+    },
     domain::{DomainName, HashParams},
-    hashing::{HashingSettings, Priority},
     proto::{self, integration_service_client::IntegrationServiceClient},
-    startup::{AccessSettings, Application, Settings},
-    store::{Store, StoreOptions},
-    throttle::ThrottleSettings,
+    startup::Application,
+    store::Store,
 };
 use sea_orm::{ConnectionTrait, Database};
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -123,7 +125,7 @@ async fn start(database: Arc<TestDatabase>, settings: Settings) -> TestApp {
 pub fn settings(database_url: &str) -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().expect("a socket address"),
-        database: StoreOptions {
+        database: DatabaseSettings {
             url: database_url.to_owned(),
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
@@ -141,8 +143,10 @@ pub fn settings(database_url: &str) -> Settings {
             queue_timeout: Duration::from_secs(30),
             priority: Priority::Normal,
         },
-        cache_capacity: 1_000,
-        cache_revalidate: Duration::from_millis(500),
+        cache: CacheSettings {
+            capacity: 1_000,
+            revalidate: Duration::from_millis(500),
+        },
         // Generous, so that only the tests of throttling meet it.
         throttle: ThrottleSettings {
             per_client_per_second: NonZeroU32::new(1_000).expect("non-zero"),

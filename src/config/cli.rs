@@ -1,17 +1,17 @@
-//! Flags and environment variables. Every flag also reads an environment
-//! variable, so the service configures the same way from a shell, a
-//! container or an orchestrator.
+//! Flags and environment variables, turned into [`Settings`]. Every flag
+//! also reads an environment variable, so the service configures the same
+//! way from a shell, a container or an orchestrator.
 
 use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+use super::{
+    AccessSettings, CacheSettings, DEFAULT_SQLITE_URL, DatabaseSettings, HashingSettings,
+    LogFormat, Priority, Settings, ThrottleSettings, TlsFiles,
+};
 use crate::auth::{Token, Tokens};
 use crate::domain::{DomainName, HashParams};
-use crate::hashing::{HashingSettings, Priority};
-use crate::startup::{AccessSettings, Settings, TlsFiles};
-use crate::store::StoreOptions;
-use crate::throttle::ThrottleSettings;
 
 /// CentralAuth's integration service: each organization's login domain,
 /// client ID and client secret.
@@ -44,7 +44,7 @@ enum Command {
 #[derive(Debug)]
 pub enum Action {
     Serve(Settings),
-    Migrate(StoreOptions),
+    Migrate(DatabaseSettings),
 }
 
 #[derive(Debug, Args)]
@@ -239,19 +239,6 @@ struct LogArgs {
     log_format: LogFormat,
 }
 
-/// How log lines are written to standard output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    Plain,
-    /// One JSON object per line, for log pipelines.
-    Json,
-}
-
-/// Where the database lives when no URL is given.
-pub const DEFAULT_SQLITE_DIR: &str = "data";
-const DEFAULT_SQLITE_URL: &str = "sqlite://data/integration-service.db?mode=rwc";
-
 impl Cli {
     /// The log format chosen, whatever the subcommand.
     pub fn log_format(&self) -> LogFormat {
@@ -272,7 +259,7 @@ impl Cli {
     /// [`Cli::action`], with variables looked up by `var`.
     pub fn action_with(self, var: impl Fn(&str) -> Option<String>) -> Result<Action, String> {
         match self.command {
-            Some(Command::Migrate(args)) => Ok(Action::Migrate(args.database.store_options())),
+            Some(Command::Migrate(args)) => Ok(Action::Migrate(args.database.settings())),
             Some(Command::Serve(args)) => args.settings(&var).map(Action::Serve),
             None => self.serve.settings(&var).map(Action::Serve),
         }
@@ -330,7 +317,7 @@ impl ServeArgs {
         let threads = available_cores();
         Ok(Settings {
             listen: self.listen,
-            database: self.database.store_options(),
+            database: self.database.settings(),
             migrate: !self.no_migrate,
             default_domain: self.default_domain,
             max_message_bytes: self.max_message_bytes as usize,
@@ -344,8 +331,10 @@ impl ServeArgs {
                 priority: self.argon2_priority,
             },
             access: self.access.settings(var)?,
-            cache_capacity: self.cache_capacity,
-            cache_revalidate: Duration::from_millis(self.cache_revalidate_ms),
+            cache: CacheSettings {
+                capacity: self.cache_capacity,
+                revalidate: Duration::from_millis(self.cache_revalidate_ms),
+            },
             throttle: ThrottleSettings {
                 per_client_per_second: self.throttle_client_per_second,
                 per_client_burst: self.throttle_client_burst,
@@ -359,8 +348,8 @@ impl ServeArgs {
 }
 
 impl DatabaseArgs {
-    fn store_options(self) -> StoreOptions {
-        StoreOptions {
+    fn settings(self) -> DatabaseSettings {
+        DatabaseSettings {
             url: self
                 .database_url
                 .unwrap_or_else(|| DEFAULT_SQLITE_URL.to_owned()),
@@ -368,19 +357,6 @@ impl DatabaseArgs {
             acquire_timeout: Duration::from_secs(self.database_timeout_secs.max(1)),
         }
     }
-}
-
-/// The directory an `sqlite://` URL's file lives in, so it can be created
-/// before the first start. `None` for other databases and in-memory SQLite.
-pub fn sqlite_directory(url: &str) -> Option<PathBuf> {
-    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
-    if path.is_empty() || path == ":memory:" {
-        return None;
-    }
-    PathBuf::from(path)
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(PathBuf::from)
 }
 
 const fn nz(n: u32) -> NonZeroU32 {
@@ -488,7 +464,7 @@ mod tests {
         assert!(settings.migrate, "migrations apply at start by default");
         assert_eq!(settings.hashing.params, HashParams::MINIMUM);
         assert_eq!(settings.hashing.priority, Priority::Idle);
-        assert_eq!(settings.cache_revalidate, Duration::from_millis(500));
+        assert_eq!(settings.cache.revalidate, Duration::from_millis(500));
         // DATABASE_URL may be set in the environment of the test run.
         if std::env::var_os("DATABASE_URL").is_none() {
             assert_eq!(settings.database.url, DEFAULT_SQLITE_URL);
@@ -527,20 +503,6 @@ mod tests {
             &["--max-message-bytes", "10"][..],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
-        }
-    }
-
-    #[test]
-    fn the_sqlite_directory_is_found_in_the_url() {
-        let cases = [
-            (DEFAULT_SQLITE_URL, Some("data")),
-            ("sqlite:///var/lib/x/db.sqlite", Some("/var/lib/x")),
-            ("sqlite://db.sqlite?mode=rwc", None),
-            ("sqlite::memory:", None),
-            ("postgres://localhost/db", None),
-        ];
-        for (url, expected) in cases {
-            assert_eq!(sqlite_directory(url), expected.map(PathBuf::from), "{url}");
         }
     }
 }
