@@ -94,9 +94,9 @@ impl From<Error> for Status {
 mod tests {
     use super::*;
 
-    #[test]
-    fn each_error_maps_to_its_status_code() {
-        let cases = [
+    /// Every variant, with the code it is answered with.
+    fn every_variant() -> [(Error, Code); 8] {
+        [
             (Error::InvalidArgument("m".into()), Code::InvalidArgument),
             (Error::NotFound("m".into()), Code::NotFound),
             (Error::AlreadyExists("m".into()), Code::AlreadyExists),
@@ -104,12 +104,35 @@ mod tests {
                 Error::FailedPrecondition("m".into()),
                 Code::FailedPrecondition,
             ),
+            (
+                Error::ResourceExhausted("m".into()),
+                Code::ResourceExhausted,
+            ),
+            (Error::Overloaded("m".into()), Code::Unavailable),
             (Error::unavailable("connection refused"), Code::Unavailable),
             (Error::internal("bug"), Code::Internal),
-        ];
-        for (error, code) in cases {
+        ]
+    }
+
+    #[test]
+    fn each_error_maps_to_its_status_code() {
+        for (error, code) in every_variant() {
             let described = format!("{error:?}");
+            assert_eq!(error.code(), code, "{described}");
             assert_eq!(Status::from(error).code(), code, "{described}");
+        }
+    }
+
+    #[test]
+    fn a_shared_error_keeps_its_code_and_message() {
+        for (error, code) in every_variant() {
+            let shared = error.shared();
+            assert_eq!(shared.code(), code, "{error:?}");
+            assert_eq!(
+                Status::from(shared).message(),
+                Status::from(error).message(),
+                "what every waiting caller is told"
+            );
         }
     }
 

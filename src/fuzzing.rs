@@ -15,7 +15,9 @@ use crate::domain::{
     ClientId, ClientSecret, DomainName, HashParams, MalformedSecret, OrganizationId, SecretHash,
 };
 use crate::error::Error;
-use crate::{grpc, proto};
+use crate::grpc::requests::{ClientCheck, MAX_CREDENTIAL_BYTES, SecretActivation};
+use crate::proto;
+use crate::validation::Credentials;
 
 /// A check: panics if a property fails; returns whether the input was
 /// accepted.
@@ -274,37 +276,29 @@ fn check_secret_hash(phc: &str) -> bool {
 }
 
 /// The input decoded as each request message, as the codec does, then
-/// validated as its handler does before any lookup. Every message that
+/// parsed as its handler parses it, before any lookup. Every message that
 /// decodes encodes back to one that decodes to it; an organization id or a
 /// credential is accepted exactly when its rules allow it, and kept
 /// unchanged; a refusal is `INVALID_ARGUMENT` with a message fit for a log.
 pub fn requests(data: &[u8]) -> bool {
     let mut accepted = false;
     if let Some(request) = decode::<proto::CreateIntegrationRequest>(data) {
-        accepted |= check_organization(request.organization_id);
+        let sent = request.organization_id.clone();
+        accepted |= check_organization(&sent, OrganizationId::try_from(request));
     }
     if let Some(request) = decode::<proto::GetIntegrationRequest>(data) {
-        accepted |= check_organization(request.organization_id);
+        let sent = request.organization_id.clone();
+        accepted |= check_organization(&sent, OrganizationId::try_from(request));
     }
     if let Some(request) = decode::<proto::GenerateSecretRequest>(data) {
-        accepted |= check_organization(request.organization_id);
+        let sent = request.organization_id.clone();
+        accepted |= check_organization(&sent, OrganizationId::try_from(request));
     }
     if let Some(request) = decode::<proto::ActivateSecretRequest>(data) {
-        // As ActivateSecret: the organization, the value as sent, then the
-        // value as a secret.
-        accepted |= check_organization(request.organization_id)
-            && check_credential("client_secret", &request.client_secret)
-            && ClientSecret::parse(&request.client_secret).is_ok();
+        accepted |= check_activation(request);
     }
     if let Some(request) = decode::<proto::ValidateClientRequest>(data) {
-        // As ValidateClient: both values as sent, then both parsed; a pair
-        // that does not parse is answered `valid: false` without a lookup.
-        let client_id = check_credential("client_id", &request.client_id);
-        let client_secret = check_credential("client_secret", &request.client_secret);
-        accepted |= client_id
-            && client_secret
-            && ClientId::parse(&request.client_id).is_some()
-            && ClientSecret::parse(&request.client_secret).is_ok();
+        accepted |= check_client_check(request);
     }
     accepted
 }
@@ -321,32 +315,90 @@ fn decode<M: Message + Default + PartialEq>(data: &[u8]) -> Option<M> {
     Some(message)
 }
 
-fn check_organization(value: String) -> bool {
-    let expected = organization_id_model(&value);
-    match grpc::organization(value.clone()) {
+fn check_organization(sent: &str, parsed: Result<OrganizationId, Error>) -> bool {
+    let expected = organization_id_model(sent);
+    match parsed {
         Ok(id) => {
-            assert!(expected, "{value:?} was accepted");
-            assert_eq!(id.as_str(), value);
+            assert!(expected, "{sent:?} was accepted");
+            assert_eq!(id.as_str(), sent);
             true
         }
         Err(error) => {
-            assert!(!expected, "{value:?} was refused");
+            assert!(!expected, "{sent:?} was refused");
             assert_invalid_argument(error);
             false
         }
     }
 }
 
-fn check_credential(field: &str, value: &str) -> bool {
-    let expected = (1..=grpc::MAX_CREDENTIAL_BYTES).contains(&value.len());
-    match grpc::credential(field, value) {
-        Ok(accepted) => {
-            assert!(expected, "{field} of {} bytes was accepted", value.len());
-            assert!(accepted == value, "{field} was changed");
-            true
+/// Whether a credential of `value.len()` bytes is within the bound.
+fn credential_model(value: &str) -> bool {
+    (1..=MAX_CREDENTIAL_BYTES).contains(&value.len())
+}
+
+/// As ActivateSecret: the organization, then the value as sent (which must
+/// be present and bounded); a value within the bound is kept as a secret
+/// exactly when it parses as one.
+fn check_activation(request: proto::ActivateSecretRequest) -> bool {
+    let (organization, value) = (
+        request.organization_id.clone(),
+        request.client_secret.clone(),
+    );
+    let expected = organization_id_model(&organization) && credential_model(&value);
+    match SecretActivation::try_from(request) {
+        Ok(activation) => {
+            assert!(expected, "an activation was accepted against its rules");
+            assert_eq!(activation.organization.as_str(), organization);
+            assert!(
+                activation.value.as_ref().ok().map(ClientSecret::expose)
+                    == ClientSecret::parse(&value)
+                        .ok()
+                        .as_ref()
+                        .map(ClientSecret::expose),
+                "the value was changed"
+            );
+            activation.value.is_ok()
         }
         Err(error) => {
-            assert!(!expected, "{field} of {} bytes was refused", value.len());
+            assert!(!expected, "an activation was refused within its rules");
+            assert_invalid_argument(error);
+            false
+        }
+    }
+}
+
+/// As ValidateClient: both values as sent (present and bounded) and the
+/// source (empty or an IP address); a pair within the bounds is well formed
+/// exactly when both parse, and is answered `valid: false` without a lookup
+/// otherwise.
+fn check_client_check(request: proto::ValidateClientRequest) -> bool {
+    let (client_id, secret, source) = (
+        request.client_id.clone(),
+        request.client_secret.clone(),
+        request.remote_address.clone(),
+    );
+    let expected = credential_model(&client_id)
+        && credential_model(&secret)
+        && (source.is_empty() || source.parse::<std::net::IpAddr>().is_ok());
+    match ClientCheck::try_from(request) {
+        Ok(check) => {
+            assert!(expected, "a check was accepted against its rules");
+            let well_formed =
+                ClientId::parse(&client_id).is_some() && ClientSecret::parse(&secret).is_ok();
+            assert_eq!(
+                matches!(check.credentials, Credentials::WellFormed { .. }),
+                well_formed,
+                "a check's credentials were misread"
+            );
+            assert_eq!(
+                check.credentials.client_id().map(ClientId::as_str),
+                ClientId::parse(&client_id).as_ref().map(ClientId::as_str),
+                "the client ID was changed"
+            );
+            well_formed
+        }
+        Err(error) => {
+            assert!(!expected, "a check was refused within its rules");
             assert_invalid_argument(error);
             false
         }

@@ -22,8 +22,9 @@ use tracing::{info, warn};
 
 use uuid::Uuid;
 
-use crate::cache::CredentialCache;
+use crate::domain::ClientId;
 use crate::store::{ActivationNotice, SECRET_ACTIVATED, Store};
+use crate::validation::cache::CredentialCache;
 
 /// How long to wait before retrying a failed listener connection.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -101,7 +102,10 @@ async fn follow(listener: &mut PgListener, cache: &CredentialCache, replica: Uui
         match listener.try_recv().await {
             Ok(Some(notification)) => match ActivationNotice::parse(notification.payload()) {
                 Some(notice) if notice.replica == replica => {}
-                Some(notice) => cache.forget(notice.client_id),
+                Some(notice) => match ClientId::parse(notice.client_id) {
+                    Some(client_id) => cache.forget(&client_id),
+                    None => cache.forget_all(),
+                },
                 // Not ours to read: assume anything changed.
                 None => cache.forget_all(),
             },

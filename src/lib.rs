@@ -4,35 +4,48 @@
 //! # How a request flows
 //!
 //! ```text
-//! tonic ─▶ auth       (a bearer token of the role the method needs)
-//!       ─▶ codec      (protobuf in, size limit: bad bytes become a status)
-//!       ─▶ grpc       (parse into domain types, one call, map the result)
-//!       ─▶ integrations (the operations: create, get, generate, activate, validate)
-//!            ├─▶ cache    (ValidateClient: verified pairs, answered in microseconds)
-//!            ├─▶ throttle (ValidateClient: rations what the cache cannot answer)
-//!            ├─▶ hashing  (argon2id on threads of its own, one per core, idle priority)
-//!            └─▶ store    (SeaORM on SQLite or PostgreSQL; one transaction per change)
-//!                  └─▶ invalidation (activations on any replica empty every cache)
+//! tonic ─▶ auth        (a bearer token of the role the method needs)
+//!       ─▶ codec       (protobuf in, size limit: bad bytes become a status)
+//!       ─▶ grpc        (parse once into domain types, one call, map the result, log the outcome)
+//!            ├─▶ integrations  (the Integration tab: create, get, generate, activate)
+//!            └─▶ validation    (the gateway's ValidateClient, in order of cost)
+//!                  ├─▶ validation::cache  (verified pairs, answered in microseconds)
+//!                  ├─▶ throttle           (rations what the cache cannot answer)
+//!                  └─▶ hashing            (argon2id on threads of its own, idle priority)
+//!            both ─▶ store     (SeaORM on SQLite or PostgreSQL; one transaction per change)
+//!                  └─▶ invalidation (a change on any replica empties every cache)
 //! ```
+//!
+//! # Where each rule lives
+//!
+//! | rule | file |
+//! | --- | --- |
+//! | the cache's consistency (what is trusted, when, after which read) | `validation/cache.rs` |
+//! | the order of a check: malformed, cached, throttled, verified | `validation/mod.rs` |
+//! | the throttles (cache misses per client and overall, failed activations) | `throttle.rs` |
+//! | the secret state machine and its transactions | `store/secrets.rs` (states: `domain/secret_state.rs`) |
+//! | what each request must hold (parse once, `INVALID_ARGUMENT`) | `grpc/requests.rs` |
+//! | the mapping of every error to a gRPC status | `error.rs` |
+//! | the log level of every outcome | `grpc/outcome.rs` |
+//! | who may call what | `auth.rs` |
+//! | the shape of a secret, its checksum, its hash | `domain/client_secret.rs`, `domain/secret_hash.rs` |
 //!
 //! # The modules
 //!
-//! - [`config`]: flags and environment variables.
+//! - [`config`]: every settings type, and ([`config::cli`]) the flags and
+//!   environment variables they come from.
 //! - [`startup`]: `Application::build` connects, migrates and binds;
 //!   `run_until_stopped` serves until a shutdown future resolves.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`auth`]: bearer tokens per role, checked before any handler runs.
 //! - [`codec`]: what the wire may send (malformed and oversized messages).
-//! - [`grpc`]: the handlers, and the one log event per request.
-//! - [`integrations`]: what each operation does, in domain terms.
+//! - [`grpc`]: the handlers, their parsing, their responses, their log.
+//! - [`integrations`]: the dashboard's operations, in domain terms.
+//! - [`validation`]: the gateway's check, and its cache.
 //! - [`domain`]: organization and client ids, secrets and their hashes,
 //!   each parsed once and trusted after.
 //! - [`hashing`]: where argon2id runs, and how long a call may wait for it.
-//! - [`cache`]: successful verifications, so the gateway's hot path needs
-//!   neither argon2 nor the database.
-//! - [`throttle`]: per-client and overall limits on cache misses, and the
-//!   per-organization limit on failed activations.
-//! - [`single_flight`]: identical checks under way verified once.
+//! - [`throttle`]: every limit on work that costs argon2.
 //! - [`invalidation`]: PostgreSQL notifications that keep every replica's
 //!   cache honest.
 //! - [`store`]: the tables, every query, the transactions.
@@ -41,7 +54,6 @@
 //! - [`proto`]: the generated contract.
 
 pub mod auth;
-pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod domain;
@@ -55,8 +67,8 @@ pub mod health;
 pub mod integrations;
 pub mod invalidation;
 pub mod proto;
-pub mod single_flight;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;
+pub mod validation;

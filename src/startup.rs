@@ -11,18 +11,19 @@ use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
 use crate::auth::{RequireRole, VALIDATOR_METHODS};
-use crate::cache::CredentialCache;
 use crate::codec::corrected_status;
 use crate::config::{AccessSettings, DatabaseSettings, Settings, TlsFiles};
 use crate::error::Error;
-use crate::grpc::{IntegrationApi, Refusals};
+use crate::grpc::IntegrationApi;
+use crate::grpc::outcome::{CallLog, Refusals};
 use crate::hashing::Hasher;
 use crate::health;
 use crate::integrations::Integrations;
 use crate::invalidation::{self, Subscription};
 use crate::proto::{self, integration_service_server::IntegrationServiceServer};
 use crate::store::Store;
-use crate::throttle::Throttle;
+use crate::throttle::{ActivationThrottle, ValidationThrottle};
+use crate::validation::{Validator, cache::CredentialCache};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,14 +111,11 @@ impl Application {
         let hasher = Hasher::start(&settings.hashing)
             .await
             .map_err(StartupError::Hasher)?;
-        let cache = Arc::new(
-            CredentialCache::new(settings.cache.capacity, settings.cache.revalidate)
-                .map_err(StartupError::Cache)?,
-        );
+        let cache = Arc::new(CredentialCache::new(&settings.cache).map_err(StartupError::Cache)?);
         let activations = invalidation::subscribe(&store)
             .await
             .map_err(StartupError::Listen)?;
-        let throttle = Throttle::new(
+        let throttle = ValidationThrottle::new(
             &settings.throttle,
             settings.hashing.threads,
             hasher.verify_time(),
@@ -129,6 +127,13 @@ impl Application {
             "argon2id ready"
         );
         let integrations = Integrations::new(
+            store.clone(),
+            hasher.clone(),
+            Arc::clone(&cache),
+            ActivationThrottle::new(&settings.throttle),
+            settings.default_domain.clone(),
+        );
+        let validator = Validator::new(
             store.clone(),
             hasher,
             Arc::clone(&cache),
@@ -153,8 +158,9 @@ impl Application {
                     .max_decoding_message_size(limit),
             );
         let api = IntegrationServiceServer::new(IntegrationApi::new(
-            Arc::new(integrations),
-            refusals.clone(),
+            integrations,
+            validator,
+            CallLog::new(refusals.clone()),
         ))
         .max_decoding_message_size(limit);
         let tokens = &settings.access.tokens;

@@ -19,6 +19,9 @@
 //!
 //! ActivateSecret has a limit of its own, on failures per organization (see
 //! [`ActivationThrottle`]).
+//!
+//! This file holds every rationing rule of the service; `crate::validation`
+//! and `crate::integrations` each own the limiter they apply.
 
 use std::{
     hash::{BuildHasher, Hash, RandomState},
@@ -39,12 +42,11 @@ use crate::config::ThrottleSettings;
 use crate::domain::{ClientId, OrganizationId};
 use crate::error::Error;
 
-/// The limits on cache misses, and on failed activations.
-pub struct Throttle {
+/// The limits on ValidateClient's cache misses: per client ID and overall.
+pub struct ValidationThrottle {
     per_client: RateLimiter<ClientId, Slots<ClientId>, DefaultClock>,
     overall: DefaultDirectRateLimiter,
     overall_per_second: NonZeroU32,
-    activations: ActivationThrottle,
 }
 
 /// A fixed table of GCRA states (an atomic word each), one chosen per key
@@ -92,7 +94,7 @@ impl<K: Hash + Eq + Clone> StateStore for Slots<K> {
     }
 }
 
-impl Throttle {
+impl ValidationThrottle {
     /// Builds the limits. Without an explicit overall rate, it admits twice
     /// what `threads` argon2 threads can verify at `verify_time` each, with a
     /// second's worth of burst: enough to keep every thread busy, not enough
@@ -113,13 +115,7 @@ impl Throttle {
             ),
             overall: RateLimiter::direct(Quota::per_second(overall_per_second)),
             overall_per_second,
-            activations: ActivationThrottle::new(settings),
         }
-    }
-
-    /// The limit on ActivateSecret failures.
-    pub fn activations(&self) -> &ActivationThrottle {
-        &self.activations
     }
 
     /// The overall rate in force.
@@ -221,7 +217,7 @@ mod tests {
         NonZeroU32::new(n).expect("non-zero")
     }
 
-    fn throttle(per_client_burst: u32, overall: Option<u32>) -> Throttle {
+    fn throttle(per_client_burst: u32, overall: Option<u32>) -> ValidationThrottle {
         let settings = ThrottleSettings {
             per_client_per_second: nz(1),
             per_client_burst: nz(per_client_burst),
@@ -229,7 +225,7 @@ mod tests {
             tracked_clients: 1_000,
             activation_failures_per_minute: nz(3),
         };
-        Throttle::new(&settings, 2, Duration::from_millis(40))
+        ValidationThrottle::new(&settings, 2, Duration::from_millis(40))
     }
 
     #[test]
@@ -276,7 +272,7 @@ mod tests {
             tracked_clients: 100,
             activation_failures_per_minute: nz(3),
         };
-        let throttle = Throttle::new(&settings, 1, Duration::from_millis(40));
+        let throttle = ValidationThrottle::new(&settings, 1, Duration::from_millis(40));
         let mut admitted = 0;
         for _ in 0..2_000 {
             admitted += usize::from(throttle.admit(&ClientId::generate().expect("RNG")).is_ok());

@@ -40,6 +40,13 @@ impl DomainName {
     }
 }
 
+/// The domain an integration's users log in at: its custom domain if it has
+/// one, otherwise the service's default. GetIntegration and ValidateClient
+/// both answer it.
+pub fn login_domain<'a>(custom_domain: Option<&'a str>, default: &'a DomainName) -> &'a str {
+    custom_domain.unwrap_or(default.as_str())
+}
+
 impl std::str::FromStr for DomainName {
     type Err = Invalid;
 

@@ -13,7 +13,7 @@ mod secret_state;
 
 pub use client_id::ClientId;
 pub use client_secret::{ClientSecret, MalformedSecret};
-pub use domain_name::DomainName;
+pub use domain_name::{DomainName, login_domain};
 pub use organization_id::OrganizationId;
 pub use random::{RandomUnavailable, random_bytes};
 pub use secret_hash::{HashParams, Memory, SecretHash};

@@ -1,14 +1,16 @@
 //! Reading and creating integrations, and the gateway's lookup.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, JoinType, QueryFilter, QuerySelect,
     RelationTrait, TryInsertResult,
+    sea_query::{Expr, IntoCondition},
 };
-
 use uuid::Uuid;
 
 use super::schema::{integration, secret};
-use super::{ActiveCredentials, Integration, Store, StoredSecret};
+use super::{ActiveCredentials, Integration, SecretMetadata, Store};
 use crate::domain::{ClientId, OrganizationId, SecretHash, SecretState};
 use crate::error::Error;
 
@@ -48,7 +50,8 @@ impl Store {
         }))
     }
 
-    /// The integration of `organization` with its active and pending secrets.
+    /// The integration of `organization` with the metadata of its active and
+    /// pending secrets, in one query.
     pub async fn integration(
         &self,
         organization: &OrganizationId,
@@ -67,18 +70,33 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// The organization and active secret of `client_id`, in one query.
-    /// `None` when the client is unknown or has no active secret: the
-    /// gateway's answer is the same for both.
+    /// The stored hash of `organization`'s secret `secret_id`, to check a
+    /// value against it. `None` when the organization has no such secret.
+    pub async fn secret_hash(
+        &self,
+        organization: &OrganizationId,
+        secret_id: Uuid,
+    ) -> Result<Option<SecretHash>, Error> {
+        let hash = secret::Entity::find_by_id(secret_id)
+            .filter(secret::Column::OrganizationId.eq(organization.as_str()))
+            .select_only()
+            .column(secret::Column::Hash)
+            .into_tuple::<String>()
+            .one(&self.db)
+            .await?;
+        hash.map(stored_hash).transpose()
+    }
+
+    /// The organization, domain and active secret of `client_id`, in one
+    /// query: what a cache miss verifies against, and what confirms a
+    /// remembered verification. `None` when the client is unknown or has no
+    /// active secret: the gateway's answer is the same for both.
     pub async fn active_credentials(
         &self,
         client_id: &ClientId,
     ) -> Result<Option<ActiveCredentials>, Error> {
         let row = secret::Entity::find()
-            .join(
-                sea_orm::JoinType::InnerJoin,
-                secret::Relation::Integration.def(),
-            )
+            .join(JoinType::InnerJoin, secret::Relation::Integration.def())
             .filter(integration::Column::ClientId.eq(client_id.as_str()))
             .filter(secret::Column::State.eq(SecretState::Active))
             .select_only()
@@ -101,76 +119,84 @@ impl Store {
     }
 }
 
-impl Store {
-    /// The id of the active secret of `client_id`: enough to tell whether a
-    /// remembered verification still holds.
-    pub async fn active_secret_id(&self, client_id: &ClientId) -> Result<Option<Uuid>, Error> {
-        let id = secret::Entity::find()
-            .join(
-                sea_orm::JoinType::InnerJoin,
-                secret::Relation::Integration.def(),
-            )
-            .filter(integration::Column::ClientId.eq(client_id.as_str()))
-            .filter(secret::Column::State.eq(SecretState::Active))
-            .select_only()
-            .column(secret::Column::Id)
-            .into_tuple::<Uuid>()
-            .one(&self.db)
-            .await?;
-        Ok(id)
-    }
-}
+/// One row of the integration query: the integration's columns, and one of
+/// its live secrets' metadata (all `None` when it has neither).
+type IntegrationRow = (
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    Option<Uuid>,
+    Option<SecretState>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
 
-/// Reads an integration and its active and pending secrets through `db`,
-/// which may be a transaction.
+/// Reads an integration and the metadata of its active and pending secrets
+/// through `db`, which may be a transaction: one query, an outer join that
+/// gives one row per live secret (or one row without a secret), and never
+/// the hashes, which nothing that shows an integration needs.
 pub(super) async fn load_integration(
     db: &impl ConnectionTrait,
     organization: &OrganizationId,
 ) -> Result<Option<Integration>, Error> {
-    let Some(row) = integration::Entity::find_by_id(organization.as_str())
-        .one(db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let secrets = secret::Entity::find()
-        .filter(secret::Column::OrganizationId.eq(organization.as_str()))
-        .filter(secret::Column::State.is_in([SecretState::Active, SecretState::Pending]))
+    let live_secrets =
+        integration::Relation::Secret
+            .def()
+            .on_condition(|_integrations, secrets| {
+                Expr::col((secrets, secret::Column::State))
+                    .is_in([SecretState::Active, SecretState::Pending])
+                    .into_condition()
+            });
+    let rows = integration::Entity::find_by_id(organization.as_str())
+        .join(JoinType::LeftJoin, live_secrets)
+        .select_only()
+        .column(integration::Column::ClientId)
+        .column(integration::Column::CustomDomain)
+        .column(integration::Column::CreatedAt)
+        .column(integration::Column::UpdatedAt)
+        .column(secret::Column::Id)
+        .column(secret::Column::State)
+        .column(secret::Column::Hint)
+        .column(secret::Column::CreatedAt)
+        .column(secret::Column::ActivatedAt)
+        .column(secret::Column::RevokedAt)
+        .into_tuple::<IntegrationRow>()
         .all(db)
         .await?;
+    let Some((client_id, custom_domain, created_at, updated_at, ..)) = rows.first().cloned() else {
+        return Ok(None);
+    };
     let mut integration = Integration {
         organization_id: organization.clone(),
-        client_id: ClientId::from_stored(row.client_id),
-        custom_domain: row.custom_domain,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
+        client_id: ClientId::from_stored(client_id),
+        custom_domain,
+        created_at,
+        updated_at,
         active_secret: None,
         pending_secret: None,
     };
-    for row in secrets {
-        let secret = StoredSecret::try_from(row)?;
-        match secret.state {
+    for (.., id, state, hint, created_at, activated_at, revoked_at) in rows {
+        let (Some(id), Some(state), Some(hint), Some(created_at)) = (id, state, hint, created_at)
+        else {
+            continue;
+        };
+        let secret = SecretMetadata {
+            id,
+            state,
+            hint,
+            created_at,
+            activated_at,
+            revoked_at,
+        };
+        match state {
             SecretState::Active => integration.active_secret = Some(secret),
             _ => integration.pending_secret = Some(secret),
         }
     }
     Ok(Some(integration))
-}
-
-impl TryFrom<secret::Model> for StoredSecret {
-    type Error = Error;
-
-    fn try_from(row: secret::Model) -> Result<Self, Error> {
-        Ok(Self {
-            id: row.id,
-            state: row.state,
-            hint: row.hint,
-            hash: stored_hash(row.hash)?,
-            created_at: row.created_at,
-            activated_at: row.activated_at,
-            revoked_at: row.revoked_at,
-        })
-    }
 }
 
 /// A stored hash that is not argon2id at the required cost is corruption.

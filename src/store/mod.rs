@@ -48,17 +48,17 @@ pub struct Integration {
     pub custom_domain: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub active_secret: Option<StoredSecret>,
-    pub pending_secret: Option<StoredSecret>,
+    pub active_secret: Option<SecretMetadata>,
+    pub pending_secret: Option<SecretMetadata>,
 }
 
-/// A secret as stored: its metadata and its hash, never its value.
-#[derive(Debug, Clone)]
-pub struct StoredSecret {
+/// What may be shown of a stored secret: never its value, nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMetadata {
     pub id: Uuid,
     pub state: SecretState,
+    /// The value's last four characters.
     pub hint: String,
-    pub hash: SecretHash,
     pub created_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::integrations::load_integration;
 use super::schema::{integration, secret};
-use super::{Integration, Store, StoredSecret};
+use super::{Integration, SecretMetadata, Store};
 use crate::domain::{OrganizationId, SecretHash, SecretState};
 use crate::error::Error;
 
@@ -56,7 +56,7 @@ pub struct NewSecret {
 /// replaced, if any.
 #[derive(Debug)]
 pub struct Generated {
-    pub secret: StoredSecret,
+    pub secret: SecretMetadata,
     pub discarded: Option<Uuid>,
 }
 
@@ -99,11 +99,10 @@ impl Store {
             set_state(&txn, old, SecretState::Discarded, now).await?;
         }
 
-        let secret = StoredSecret {
+        let secret = SecretMetadata {
             id: Uuid::now_v7(),
             state: SecretState::Pending,
             hint: new.hint,
-            hash: new.hash,
             created_at: now,
             activated_at: None,
             revoked_at: None,
@@ -112,7 +111,7 @@ impl Store {
             id: Set(secret.id),
             organization_id: Set(organization.as_str().to_owned()),
             state: Set(secret.state),
-            hash: Set(secret.hash.as_str().to_owned()),
+            hash: Set(new.hash.as_str().to_owned()),
             hint: Set(secret.hint.clone()),
             created_at: Set(now),
             activated_at: Set(None),
@@ -146,9 +145,11 @@ impl Store {
 
         let state = secret::Entity::find_by_id(secret_id)
             .filter(secret::Column::OrganizationId.eq(organization.as_str()))
+            .select_only()
+            .column(secret::Column::State)
+            .into_tuple::<SecretState>()
             .one(&txn)
-            .await?
-            .map(|row| row.state);
+            .await?;
         let unchanged = match state {
             Some(SecretState::Pending) => None,
             Some(SecretState::Active) => Some(Activation::AlreadyActive),

@@ -5,8 +5,8 @@ use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
 use integration_service::{
     auth::{Token, Tokens},
-    proto::{self, integration_service_client::IntegrationServiceClient},
     config::{Settings, TlsFiles},
+    proto::{self, integration_service_client::IntegrationServiceClient},
     startup::{Application, StartupError},
 };
 use tokio::{io::AsyncReadExt, process::Command, sync::oneshot};

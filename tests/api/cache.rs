@@ -4,10 +4,13 @@
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use integration_service::{
-    cache::{CredentialCache, Lookup},
     domain::{ClientId, ClientSecret, OrganizationId},
     invalidation, proto,
     store::Store,
+    validation::{
+        ValidClient,
+        cache::{CredentialCache, Lookup, Verified},
+    },
 };
 use sea_orm::ConnectionTrait;
 use tonic::Code;
@@ -64,7 +67,13 @@ async fn the_listener_keeps_the_cache_honest() {
         .await
         .expect("connected");
     store.migrate().await.expect("migrated");
-    let cache = Arc::new(CredentialCache::new(10, Duration::from_secs(60)).expect("RNG"));
+    let cache = Arc::new(
+        CredentialCache::new(&integration_service::config::CacheSettings {
+            capacity: 10,
+            revalidate: Duration::from_secs(60),
+        })
+        .expect("RNG"),
+    );
     let listening = invalidation::subscribe(&store)
         .await
         .expect("subscribed")
@@ -79,15 +88,15 @@ async fn the_listener_keeps_the_cache_honest() {
         async move { admin.execute_unprepared(&sql).await }
     };
     let remember = |client_id: &ClientId, secret: &ClientSecret| {
-        let organization = OrganizationId::parse("org".into()).expect("valid");
-        cache.remember(
-            cache.now(),
-            client_id,
-            cache.fingerprint(client_id, secret),
-            uuid::Uuid::now_v7(),
-            organization,
-            None,
-        );
+        let verified = Verified {
+            secret_id: uuid::Uuid::now_v7(),
+            answer: ValidClient {
+                organization_id: OrganizationId::parse("org".into()).expect("valid"),
+                domain: "login.example".into(),
+            },
+        };
+        let read = cache.before_read(client_id);
+        cache.remember(read, cache.fingerprint(client_id, secret), verified);
     };
     let (a, b) = (
         ClientId::generate().expect("RNG"),
@@ -147,7 +156,7 @@ async fn the_listener_keeps_the_cache_honest() {
         || {
             matches!(
                 cache.lookup(&b, &cache.fingerprint(&b, &secret)),
-                Lookup::Stale(_)
+                Lookup::Stale { .. }
             )
         },
         "b is not trusted",

@@ -1,0 +1,527 @@
+//! The gateway's check of a client ID and secret (ValidateClient), as a
+//! token endpoint does it. Only the client's ACTIVE secret is valid.
+//!
+//! A check costs, from the cheapest answer to the dearest:
+//! 1. credentials that cannot be ones this service issued (the wrong shape,
+//!    or a secret whose checksum fails): `valid: false`, without a lookup;
+//! 2. a pair verified recently: one HMAC and one map lookup in the
+//!    [`cache`]; once the revalidation interval has passed, plus one indexed
+//!    database read to confirm the secret is still the active one;
+//! 3. anything else, if the throttle (`crate::throttle`) admits it: one
+//!    database read and one argon2 verify (`crate::hashing`). Identical
+//!    checks under way share one verify ([`single_flight`]). A well-formed
+//!    but unknown client ID costs the same (the verify runs against a decoy
+//!    hash), so an unknown client and a wrong secret cannot be told apart by
+//!    their answer, their timing or their throttling.
+//!
+//! Why a check failed ([`Rejection`]) is for the log only: the caller learns
+//! nothing but `valid: false`.
+
+pub mod cache;
+mod single_flight;
+
+use std::sync::Arc;
+
+use self::cache::{CredentialCache, Epoch, Fingerprint, Lookup, Read, Verified};
+use self::single_flight::SingleFlight;
+use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId, login_domain};
+use crate::error::Error;
+use crate::hashing::Hasher;
+use crate::store::{ActiveCredentials, Store};
+use crate::throttle::ValidationThrottle;
+
+/// A client ID and secret as a caller presented them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// Both have the shape of what this service issues: worth a lookup.
+    WellFormed {
+        client_id: ClientId,
+        secret: ClientSecret,
+    },
+    /// One of them cannot be ours; the client ID is kept if it is well
+    /// formed, for the log.
+    Malformed { client_id: Option<ClientId> },
+}
+
+impl Credentials {
+    /// Recognizes what this service could have issued: costs a CRC.
+    pub fn presented(client_id: &str, secret: &str) -> Self {
+        match (ClientId::parse(client_id), ClientSecret::parse(secret)) {
+            (Some(client_id), Ok(secret)) => Self::WellFormed { client_id, secret },
+            (client_id, _) => Self::Malformed { client_id },
+        }
+    }
+
+    /// The client ID, if it is well formed (and so safe to log).
+    pub fn client_id(&self) -> Option<&ClientId> {
+        match self {
+            Self::WellFormed { client_id, .. } => Some(client_id),
+            Self::Malformed { client_id } => client_id.as_ref(),
+        }
+    }
+}
+
+/// The answer to a client check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validation {
+    Valid(ValidClient),
+    Invalid(Rejection),
+}
+
+/// What a valid check answers: whose client it is, and where its users log
+/// in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidClient {
+    pub organization_id: OrganizationId,
+    pub domain: String,
+}
+
+/// Why a client check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The client ID or the secret cannot be one this service issued.
+    Malformed,
+    /// No such client, or it has no active secret.
+    NoActiveSecret,
+    /// The secret is not the client's active secret.
+    WrongSecret,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::NoActiveSecret => "no_active_secret",
+            Self::WrongSecret => "wrong_secret",
+        }
+    }
+}
+
+/// The check, over the store, the hasher, the cache and the throttle.
+pub struct Validator {
+    store: Store,
+    hasher: Hasher,
+    cache: Arc<CredentialCache>,
+    throttle: ValidationThrottle,
+    /// Verifications under way, by the pair's fingerprint and the epoch of
+    /// its client they started in; see [`Validator::verify_once`].
+    in_flight: SingleFlight<(Fingerprint, Epoch), Result<Validation, Error>>,
+    default_domain: DomainName,
+}
+
+impl Validator {
+    /// `cache` is shared with what invalidates it: activations
+    /// (`crate::integrations`) and other replicas' notices
+    /// (`crate::invalidation`).
+    pub fn new(
+        store: Store,
+        hasher: Hasher,
+        cache: Arc<CredentialCache>,
+        throttle: ValidationThrottle,
+        default_domain: DomainName,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            cache,
+            throttle,
+            in_flight: SingleFlight::default(),
+            default_domain,
+        }
+    }
+
+    /// Checks `credentials`, in the order of cost the module describes.
+    pub async fn validate(&self, credentials: &Credentials) -> Result<Validation, Error> {
+        let Credentials::WellFormed { client_id, secret } = credentials else {
+            return Ok(Validation::Invalid(Rejection::Malformed));
+        };
+        let fingerprint = self.cache.fingerprint(client_id, secret);
+        match self.cache.lookup(client_id, &fingerprint) {
+            Lookup::Fresh(answer) => return Ok(Validation::Valid(answer)),
+            Lookup::Stale { secret_id } => {
+                let read = self.cache.before_read(client_id);
+                match self.store.active_credentials(client_id).await? {
+                    // Still the active secret: trusted again, with the
+                    // organization and domain as they are now.
+                    Some(active) if active.secret_id == secret_id => {
+                        return Ok(self.remember(read, fingerprint, active));
+                    }
+                    _ => self.cache.forget(client_id),
+                }
+            }
+            Lookup::Miss => {}
+        }
+        self.verify_once(client_id, secret, fingerprint).await
+    }
+
+    /// Verifies a pair the cache could not answer. Identical checks that
+    /// arrive while one is being verified wait for its answer instead of
+    /// verifying again: after a restart or a rotation, a gateway's burst of
+    /// checks of one client costs one argon2 verify, and uses one unit of the
+    /// client's throttle budget, not one each. Checks that start on either
+    /// side of an invalidation (an activation) are in different epochs, so
+    /// they never share an answer.
+    async fn verify_once(
+        &self,
+        client_id: &ClientId,
+        secret: &ClientSecret,
+        fingerprint: Fingerprint,
+    ) -> Result<Validation, Error> {
+        let read = self.cache.before_read(client_id);
+        let key = (fingerprint, read.epoch());
+        let share = |outcome: &Result<Validation, Error>| match outcome {
+            Ok(validation) => Ok(validation.clone()),
+            Err(error) => Err(error.shared()),
+        };
+        let verify = || self.verify(read, client_id, secret.clone(), fingerprint);
+        self.in_flight.run(key, verify, share).await
+    }
+
+    /// The slow way: the throttle, one database read, one argon2 verify.
+    async fn verify(
+        &self,
+        read: Read,
+        client_id: &ClientId,
+        secret: ClientSecret,
+        fingerprint: Fingerprint,
+    ) -> Result<Validation, Error> {
+        self.throttle.admit(client_id)?;
+        let Some(active) = self.store.active_credentials(client_id).await? else {
+            self.hasher.verify_decoy(secret).await?;
+            return Ok(Validation::Invalid(Rejection::NoActiveSecret));
+        };
+        if !self.hasher.verify(secret, active.hash.clone()).await? {
+            return Ok(Validation::Invalid(Rejection::WrongSecret));
+        }
+        Ok(self.remember(read, fingerprint, active))
+    }
+
+    /// Remembers that `read` found the pair to be `active`, and answers it.
+    fn remember(
+        &self,
+        read: Read,
+        fingerprint: Fingerprint,
+        active: ActiveCredentials,
+    ) -> Validation {
+        let answer = ValidClient {
+            domain: login_domain(active.custom_domain.as_deref(), &self.default_domain).to_owned(),
+            organization_id: active.organization_id,
+        };
+        let verified = Verified {
+            secret_id: active.secret_id,
+            answer: answer.clone(),
+        };
+        self.cache.remember(read, fingerprint, verified);
+        Validation::Valid(answer)
+    }
+}
+#[cfg(test)]
+mod tests {
+    use std::{num::NonZeroU32, time::Duration};
+
+    use super::*;
+    use crate::config::{
+        CacheSettings, DatabaseSettings, HashingSettings, Priority, ThrottleSettings,
+    };
+    use crate::domain::HashParams;
+    use crate::integrations::Integrations;
+    use crate::throttle::ActivationThrottle;
+
+    /// The service's two halves over one store: the operations that make
+    /// secrets, and the check, sharing one cache.
+    struct Service {
+        integrations: Integrations,
+        validator: Validator,
+        cache: Arc<CredentialCache>,
+    }
+
+    impl Service {
+        async fn validate(&self, client_id: &ClientId, secret: &ClientSecret) -> Validation {
+            self.validator
+                .validate(&Credentials::presented(client_id.as_str(), secret.expose()))
+                .await
+                .expect("answered, not throttled")
+        }
+
+        async fn activate(&self, organization: &OrganizationId, secret: &ClientSecret) {
+            self.integrations
+                .activate_secret(organization, &Ok(secret.clone()))
+                .await
+                .expect("activated");
+        }
+    }
+
+    /// The service over a fresh SQLite file, with a per-client burst of
+    /// `burst` cache misses.
+    async fn service(dir: &tempfile::TempDir, burst: u32) -> Service {
+        service_hashing_at(dir, burst, HashParams::MINIMUM).await
+    }
+
+    /// The same, hashing new secrets at `params`.
+    async fn service_hashing_at(
+        dir: &tempfile::TempDir,
+        burst: u32,
+        params: HashParams,
+    ) -> Service {
+        let store = Store::connect(&DatabaseSettings {
+            url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()),
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(10),
+        })
+        .await
+        .expect("SQLite opens");
+        store.migrate().await.expect("migrated");
+        let hasher = Hasher::start(&HashingSettings {
+            params,
+            threads: 2,
+            queue_capacity: 16,
+            queue_timeout: Duration::from_secs(30),
+            priority: Priority::Normal,
+        })
+        .await
+        .expect("hasher");
+        let cache = Arc::new(
+            CredentialCache::new(&CacheSettings {
+                capacity: 100,
+                revalidate: Duration::from_secs(60),
+            })
+            .expect("RNG"),
+        );
+        let many = NonZeroU32::new(1_000).expect("non-zero");
+        let throttling = ThrottleSettings {
+            per_client_per_second: NonZeroU32::MIN,
+            per_client_burst: NonZeroU32::new(burst).expect("non-zero"),
+            overall_per_second: Some(many),
+            tracked_clients: 100,
+            activation_failures_per_minute: many,
+        };
+        let domain = DomainName::parse("centralauth.test").expect("a domain");
+        let throttle = ValidationThrottle::new(&throttling, 2, hasher.verify_time());
+        Service {
+            integrations: Integrations::new(
+                store.clone(),
+                hasher.clone(),
+                Arc::clone(&cache),
+                ActivationThrottle::new(&throttling),
+                domain.clone(),
+            ),
+            validator: Validator::new(store, hasher, Arc::clone(&cache), throttle, domain),
+            cache,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_successful_validation_of_the_active_secret_enters_the_cache() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let service = service(&dir, 1_000).await;
+        let (integrations, cache) = (&service.integrations, &service.cache);
+        let org = OrganizationId::parse("org-cache".into()).expect("valid");
+        let client_id = integrations.create(&org).await.expect("created").client_id;
+        let (pending, _) = integrations.generate_secret(&org).await.expect("generated");
+        let wrong = ClientSecret::generate().expect("RNG");
+        let unknown = ClientId::generate().expect("RNG");
+
+        for (what, id, value) in [
+            ("a pending secret", &client_id, &pending),
+            ("a wrong secret", &client_id, &wrong),
+            ("an unknown client", &unknown, &pending),
+        ] {
+            let validation = service.validate(id, value).await;
+            assert!(
+                matches!(validation, Validation::Invalid(_)),
+                "{what} validated"
+            );
+            assert!(cache.is_empty(), "{what} entered the cache");
+        }
+
+        // Activating proves possession of the value: it is remembered.
+        service.activate(&org, &pending).await;
+        assert_eq!(cache.len(), 1, "the activated secret is remembered");
+        // So is a verification of it, after the cache lost it.
+        cache.forget(&client_id);
+        assert!(cache.is_empty(), "forgotten");
+        let validation = service.validate(&client_id, &pending).await;
+        assert!(
+            matches!(validation, Validation::Valid(_)),
+            "the active secret validates"
+        );
+        assert_eq!(
+            cache.len(),
+            1,
+            "the active secret is remembered once verified"
+        );
+
+        let (newer, _) = integrations.generate_secret(&org).await.expect("generated");
+        service.activate(&org, &newer).await;
+        let old = service.validate(&client_id, &pending).await;
+        assert!(
+            matches!(old, Validation::Invalid(_)),
+            "the revoked secret was forgotten"
+        );
+        assert_eq!(cache.len(), 1, "only the newer secret is remembered");
+    }
+
+    #[tokio::test]
+    async fn an_activated_secret_is_remembered_untrusted_and_confirmed_without_a_verify() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // No cache miss allowed after the first: a verify would be refused.
+        let service = service(&dir, 1).await;
+        let org = OrganizationId::parse("org-proven".into()).expect("valid");
+        let client_id = service
+            .integrations
+            .create(&org)
+            .await
+            .expect("created")
+            .client_id;
+        let (secret, _) = service
+            .integrations
+            .generate_secret(&org)
+            .await
+            .expect("generated");
+        service.activate(&org, &secret).await;
+        let fingerprint = service.cache.fingerprint(&client_id, &secret);
+        assert!(
+            matches!(
+                service.cache.lookup(&client_id, &fingerprint),
+                Lookup::Stale { .. }
+            ),
+            "read before the activation's own invalidation: not trusted yet"
+        );
+        // Spend the client's one cache miss: a verify now would be refused.
+        let wrong = ClientSecret::generate().expect("RNG");
+        assert!(
+            matches!(
+                service.validate(&client_id, &wrong).await,
+                Validation::Invalid(_)
+            ),
+            "a wrong secret is verified, and refused"
+        );
+        for n in 0..3 {
+            assert!(
+                matches!(
+                    service.validate(&client_id, &secret).await,
+                    Validation::Valid(_)
+                ),
+                "check {n}: confirmed by a read, not refused by the throttle"
+            );
+        }
+        assert!(
+            matches!(
+                service.cache.lookup(&client_id, &fingerprint),
+                Lookup::Fresh(_)
+            ),
+            "trusted once confirmed"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identical_checks_that_arrive_together_share_one_verification() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // One cache miss per client ID: a second verification would be refused.
+        let service = Arc::new(service(&dir, 1).await);
+        let org = OrganizationId::parse("org-burst".into()).expect("valid");
+        let client_id = service
+            .integrations
+            .create(&org)
+            .await
+            .expect("created")
+            .client_id;
+        let (secret, _) = service
+            .integrations
+            .generate_secret(&org)
+            .await
+            .expect("generated");
+        service.activate(&org, &secret).await;
+        // As after a restart: nothing is cached.
+        service.cache.forget(&client_id);
+        assert!(service.cache.is_empty(), "forgotten");
+
+        let checks: Vec<_> = (0..16)
+            .map(|_| {
+                let (service, client_id, secret) =
+                    (Arc::clone(&service), client_id.clone(), secret.clone());
+                tokio::spawn(async move { service.validate(&client_id, &secret).await })
+            })
+            .collect();
+        for check in checks {
+            let validation = check.await.expect("join");
+            assert!(
+                matches!(validation, Validation::Valid(_)),
+                "every check of the burst shares the one verification"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_check_that_starts_after_an_activation_never_shares_an_earlier_answer() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // The old secret is hashed slowly (about half a second to verify
+        // here), so that a check of it is still verifying when the
+        // activation of the new one, hashed at the floor, returns.
+        let slow = HashParams::new(64 * 1024, 8, 1).expect("valid");
+        let slow_side = service_hashing_at(&dir, 1_000, slow).await;
+        let service = Arc::new(service(&dir, 1_000).await);
+        let org = OrganizationId::parse("org-swap".into()).expect("valid");
+        let client_id = slow_side
+            .integrations
+            .create(&org)
+            .await
+            .expect("created")
+            .client_id;
+        let (old, _) = slow_side
+            .integrations
+            .generate_secret(&org)
+            .await
+            .expect("generated");
+        slow_side.activate(&org, &old).await;
+        let (new, _) = service
+            .integrations
+            .generate_secret(&org)
+            .await
+            .expect("generated");
+        assert!(service.cache.is_empty(), "the old secret is cold here");
+
+        let before = {
+            let (service, client_id, old) = (Arc::clone(&service), client_id.clone(), old.clone());
+            tokio::spawn(async move { service.validate(&client_id, &old).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        service.activate(&org, &new).await;
+        assert!(
+            !before.is_finished(),
+            "the earlier check is still verifying"
+        );
+        let after = service.validate(&client_id, &old).await;
+        assert!(
+            matches!(after, Validation::Invalid(_)),
+            "a check that started after the activation accepted the revoked secret"
+        );
+        // The earlier check overlapped the activation: either answer is fair.
+        before.await.expect("join");
+    }
+
+    #[test]
+    fn credentials_of_another_shape_are_malformed_and_keep_a_well_formed_client_id() {
+        let client_id = ClientId::generate().expect("RNG");
+        let secret = ClientSecret::generate().expect("RNG");
+        assert_eq!(
+            Credentials::presented(client_id.as_str(), secret.expose()),
+            Credentials::WellFormed {
+                client_id: client_id.clone(),
+                secret: secret.clone()
+            },
+            "both well formed"
+        );
+        let typo = format!("{}x", &secret.expose()[..63]);
+        assert_eq!(
+            Credentials::presented(client_id.as_str(), &typo).client_id(),
+            Some(&client_id),
+            "a bad secret keeps the client ID for the log"
+        );
+        assert_eq!(
+            Credentials::presented("not-a-client-id", secret.expose()),
+            Credentials::Malformed { client_id: None },
+            "a bad client ID is not kept"
+        );
+    }
+}
