@@ -74,6 +74,10 @@ pub struct ActiveCredentials {
     pub hash: SecretHash,
 }
 
+/// How long a pooled connection may sit idle before it is pinged on its
+/// next use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Any value that fits in a PostgreSQL `bigint`; it names the lock that
 /// serializes migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x6361_735f_6d69_6772; // "cas_migr"
@@ -95,9 +99,14 @@ impl Store {
             .min_connections(1)
             .connect_timeout(options.acquire_timeout)
             .acquire_timeout(options.acquire_timeout)
-            // A pooled connection that died with the database is replaced
-            // instead of failing the next call that draws it.
-            .test_before_acquire(true)
+            // A pooled connection that sat idle long enough to have died
+            // with the database (or a proxy's idle timeout) is pinged and
+            // replaced instead of failing the next call that draws it. A
+            // busy connection is not: pinging it would double the round
+            // trips of every query. If one died anyway, its call fails
+            // UNAVAILABLE and the pool closes it (it tests every connection
+            // it takes back).
+            .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             .sqlx_logging(false)
             .map_sqlx_postgres_opts(move |postgres| match &password {
                 Some(password) => postgres.password(password),

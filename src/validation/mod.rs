@@ -22,6 +22,8 @@ mod single_flight;
 
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use self::cache::{CredentialCache, Epoch, Fingerprint, Lookup, Read, Verified};
 use self::single_flight::SingleFlight;
 use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId, login_domain};
@@ -144,7 +146,13 @@ impl Validator {
                     // Still the active secret: trusted again, with the
                     // organization and domain as they are now.
                     Some(active) if active.secret_id == secret_id => {
-                        return Ok(self.remember(read, fingerprint, active));
+                        return Ok(self.remember(
+                            read,
+                            fingerprint,
+                            secret_id,
+                            active.organization_id,
+                            active.custom_domain,
+                        ));
                     }
                     _ => self.cache.forget(client_id),
                 }
@@ -190,25 +198,34 @@ impl Validator {
             self.hasher.verify_decoy(secret).await?;
             return Ok(Validation::Invalid(Rejection::NoActiveSecret));
         };
-        if !self.hasher.verify(secret, active.hash.clone()).await? {
+        let ActiveCredentials {
+            organization_id,
+            custom_domain,
+            secret_id,
+            hash,
+        } = active;
+        if !self.hasher.verify(secret, hash).await? {
             return Ok(Validation::Invalid(Rejection::WrongSecret));
         }
-        Ok(self.remember(read, fingerprint, active))
+        Ok(self.remember(read, fingerprint, secret_id, organization_id, custom_domain))
     }
 
-    /// Remembers that `read` found the pair to be `active`, and answers it.
+    /// Remembers that `read` found the pair to be the client's active secret
+    /// `secret_id`, and answers it.
     fn remember(
         &self,
         read: Read,
         fingerprint: Fingerprint,
-        active: ActiveCredentials,
+        secret_id: Uuid,
+        organization_id: OrganizationId,
+        custom_domain: Option<String>,
     ) -> Validation {
         let answer = ValidClient {
-            domain: login_domain(active.custom_domain.as_deref(), &self.default_domain).to_owned(),
-            organization_id: active.organization_id,
+            domain: login_domain(custom_domain.as_deref(), &self.default_domain).to_owned(),
+            organization_id,
         };
         let verified = Verified {
-            secret_id: active.secret_id,
+            secret_id,
             answer: answer.clone(),
         };
         self.cache.remember(read, fingerprint, verified);
