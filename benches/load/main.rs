@@ -11,7 +11,8 @@
 //!
 //! Where things are:
 //!
-//! - `options.rs`: the flags and the checks that span several of them.
+//! - `options.rs`: the flags (clap) and the checks that span several of
+//!   them.
 //! - `machine.rs`: the machine under the run: CPU ticks and the `/proc`
 //!   readings (CPU time, memory, load), the header's facts (commit, CPU
 //!   model), and the reference of the cold goal, one argon2id verify timed

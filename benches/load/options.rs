@@ -1,6 +1,8 @@
-//! The flags, parsed by hand, and the checks that span several of them.
+//! The flags, parsed by clap, and the checks that span several of them.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, str::FromStr};
+
+use clap::{Parser, ValueEnum};
 
 use crate::Res;
 
@@ -20,13 +22,27 @@ impl Backend {
     }
 }
 
+/// The choice of `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backends {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
 /// A part of the run that `--phases` can select.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Phase {
     Warm,
     Cold,
     Attack,
     Scale,
+}
+
+/// A phase of `--phases`, spaces around it allowed (`warm, cold`).
+fn phase(text: &str) -> Result<Phase, String> {
+    Phase::from_str(text.trim(), false)
+        .map_err(|_| "not one of warm, cold, attack, scale".to_owned())
 }
 
 /// Integrations in the database for the two scale measurements.
@@ -36,181 +52,165 @@ pub struct Scale {
     pub high: u64,
 }
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    backends: Vec<Backend>,
-    postgres_url: Option<String>,
-    pub seconds: f64,
-    pub warmup: f64,
-    pub scale: Scale,
-    pub cold_orgs: u64,
-    pub connections: usize,
-    pub concurrency: usize,
-    pub attack_streams: usize,
-    /// Requests per second of the paced flood (the goal's); the closed-loop
-    /// flood that saturates the machine is measured too, for information.
-    pub flood_rate: f64,
-    /// Requests per second of the real client while the paced flood runs.
-    pub real_rate: f64,
-    phases: Vec<Phase>,
-    pub json: Option<PathBuf>,
-    pub server_args: Vec<String>,
+impl FromStr for Scale {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (low, high) = text
+            .split_once(',')
+            .ok_or("takes LOW,HIGH, e.g. 1000,1000000")?;
+        let number = |text: &str| {
+            text.trim()
+                .parse()
+                .map_err(|_| format!("{text:?} is not a number"))
+        };
+        Ok(Self {
+            low: number(low)?,
+            high: number(high)?,
+        })
+    }
 }
 
-const USAGE: &str = "\
-Load benchmark of the integration service.
+#[derive(Debug, Parser)]
+#[command(
+    name = "load",
+    about = "Load benchmark of the integration service.",
+    override_usage = "cargo bench --bench load -- [FLAGS]",
+    // Given twice, a flag takes its last value, as a shell script that
+    // appends to a default command line expects.
+    args_override_self = true
+)]
+pub struct Options {
+    /// Where the server keeps its data [default: both when
+    /// BENCH_DATABASE_URL is set, else sqlite]
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    backend: Option<Backends>,
 
-usage: cargo bench --bench load -- [flags]
+    /// PostgreSQL server and a database to connect to first,
+    /// postgres://user@host:port/db; each run creates a database
+    /// bench_<random> there and drops it at the end
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    postgres_url: Option<String>,
 
-  --backend sqlite|postgres|both   default: both when BENCH_DATABASE_URL is set, else sqlite
-  --seconds S          measured time of each phase (default 10)
-  --warmup S           unmeasured warm-up before each phase (default 2)
-  --scale LOW,HIGH     integrations in the database for the scale phase (default 1000,1000000)
-  --cold-orgs N        organizations seeded for the cold phase, each used once (default 20000)
-  --phases LIST        any of warm,cold,attack,scale (default all)
-  --connections N      HTTP/2 connections (default 8)
-  --concurrency N      requests in flight (default 64)
-  --attack-streams N   in-flight requests of the real client under attack (default 4)
-  --flood-rate R       requests per second of the paced flood (default 2000)
-  --real-rate R        requests per second of the real client during it (default 1000)
-  --json PATH          also write the results as JSON
-  --server-arg ARG     pass ARG to `integration-service serve` (repeatable)
+    /// Measured time of each phase, in seconds
+    #[arg(long, default_value_t = 10.0, value_name = "S")]
+    pub seconds: f64,
 
-BENCH_DATABASE_URL=postgres://user@host:port/db names a PostgreSQL server; each
-run creates a database bench_<random> there and drops it at the end.";
+    /// Unmeasured warm-up before each phase, in seconds
+    #[arg(long, default_value_t = 2.0, value_name = "S")]
+    pub warmup: f64,
+
+    /// Integrations in the database for the scale phase
+    #[arg(long, default_value = "1000,1000000", value_name = "LOW,HIGH")]
+    pub scale: Scale,
+
+    /// Organizations seeded for the cold phase, each used once
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub cold_orgs: u64,
+
+    /// Which phases to run, any of warm,cold,attack,scale
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "warm,cold,attack,scale",
+        value_parser = phase,
+        value_name = "LIST"
+    )]
+    phases: Vec<Phase>,
+
+    /// HTTP/2 connections
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub connections: usize,
+
+    /// Requests in flight
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub concurrency: usize,
+
+    /// In-flight requests of the real client under attack
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub attack_streams: usize,
+
+    /// Requests per second of the paced flood (the goal's); the closed-loop
+    /// flood that saturates the machine is measured too, for information
+    #[arg(long, default_value_t = 2_000.0, value_name = "R")]
+    pub flood_rate: f64,
+
+    /// Requests per second of the real client while the paced flood runs
+    #[arg(long, default_value_t = 1_000.0, value_name = "R")]
+    pub real_rate: f64,
+
+    /// Also write the results as JSON
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+
+    /// Pass ARG to `integration-service serve` (repeatable)
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+
+    /// `cargo bench` passes --bench to every bench target; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
 impl Options {
+    /// The flags and environment, checked; clap itself answers --help and
+    /// exits on a flag it cannot parse.
     pub fn from_command_line() -> Res<Self> {
-        let postgres_url = std::env::var("BENCH_DATABASE_URL")
-            .ok()
-            .filter(|url| !url.is_empty());
-        let mut options = Options {
-            backends: if postgres_url.is_some() {
-                vec![Backend::Postgres, Backend::Sqlite]
-            } else {
-                vec![Backend::Sqlite]
-            },
-            postgres_url,
-            seconds: 10.0,
-            warmup: 2.0,
-            scale: Scale {
-                low: 1_000,
-                high: 1_000_000,
-            },
-            cold_orgs: 20_000,
-            connections: 8,
-            concurrency: 64,
-            attack_streams: 4,
-            flood_rate: 2_000.0,
-            real_rate: 1_000.0,
-            phases: vec![Phase::Warm, Phase::Cold, Phase::Attack, Phase::Scale],
-            json: None,
-            server_args: Vec::new(),
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => {
-                    (flag.to_owned(), Some(value.to_owned()))
-                }
-                _ => (arg.clone(), None),
-            };
-            let mut value = || -> Res<String> {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                // `cargo bench` passes --bench to every bench target.
-                "--bench" => {}
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                "--backend" => {
-                    options.backends = match value()?.as_str() {
-                        "sqlite" => vec![Backend::Sqlite],
-                        "postgres" => vec![Backend::Postgres],
-                        "both" => vec![Backend::Postgres, Backend::Sqlite],
-                        other => return Err(format!("unknown backend {other:?}")),
-                    }
-                }
-                "--seconds" => options.seconds = number(&flag, &value()?)?,
-                "--warmup" => options.warmup = number(&flag, &value()?)?,
-                "--scale" => {
-                    let text = value()?;
-                    let (low, high) = text
-                        .split_once(',')
-                        .ok_or("--scale takes LOW,HIGH, e.g. 1000,1000000")?;
-                    options.scale = Scale {
-                        low: number(&flag, low)?,
-                        high: number(&flag, high)?,
-                    };
-                }
-                "--cold-orgs" => options.cold_orgs = number(&flag, &value()?)?,
-                "--connections" => options.connections = number(&flag, &value()?)?,
-                "--concurrency" => options.concurrency = number(&flag, &value()?)?,
-                "--attack-streams" => options.attack_streams = number(&flag, &value()?)?,
-                "--flood-rate" => options.flood_rate = number(&flag, &value()?)?,
-                "--real-rate" => options.real_rate = number(&flag, &value()?)?,
-                "--phases" => {
-                    let list = value()?;
-                    options.phases.clear();
-                    for phase in list.split(',') {
-                        options.phases.push(match phase.trim() {
-                            "warm" => Phase::Warm,
-                            "cold" => Phase::Cold,
-                            "attack" => Phase::Attack,
-                            "scale" => Phase::Scale,
-                            other => return Err(format!("unknown phase {other:?}")),
-                        });
-                    }
-                }
-                "--json" => options.json = Some(PathBuf::from(value()?)),
-                "--server-arg" => options.server_args.push(value()?),
-                other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
-            }
-        }
-        if options.backends.contains(&Backend::Postgres) && options.postgres_url.is_none() {
+        let options = Self::parse();
+        options.check()?;
+        Ok(options)
+    }
+
+    fn check(&self) -> Res<()> {
+        if self.backends().contains(&Backend::Postgres) && self.postgres_url().is_none() {
             return Err("--backend postgres needs BENCH_DATABASE_URL".into());
         }
-        if options.scale.low < 2 || options.scale.high <= options.scale.low {
+        if self.scale.low < 2 || self.scale.high <= self.scale.low {
             return Err("--scale needs 2 <= LOW < HIGH".into());
         }
-        if options.connections < 2 || options.concurrency < options.connections {
+        if self.connections < 2 || self.concurrency < self.connections {
             return Err("need at least 2 connections and one stream per connection".into());
         }
-        if options.attack_streams == 0 || options.attack_streams >= options.concurrency {
+        if self.attack_streams == 0 || self.attack_streams >= self.concurrency {
             return Err("--attack-streams must leave some of the concurrency to the flood".into());
         }
-        for rate in [options.flood_rate, options.real_rate] {
+        for rate in [self.flood_rate, self.real_rate] {
             if !rate.is_finite() || rate <= 0.0 {
                 return Err("--flood-rate and --real-rate must be positive".into());
             }
         }
-        if options.cold_orgs < 2 {
+        if self.cold_orgs < 2 {
             return Err("--cold-orgs must be at least 2".into());
         }
-        Ok(options)
+        Ok(())
     }
 
     /// The backends to run, PostgreSQL first.
     pub fn backends(&self) -> Vec<Backend> {
-        self.backends.clone()
+        let choice = self.backend.unwrap_or(if self.postgres_url().is_some() {
+            Backends::Both
+        } else {
+            Backends::Sqlite
+        });
+        match choice {
+            Backends::Sqlite => vec![Backend::Sqlite],
+            Backends::Postgres => vec![Backend::Postgres],
+            Backends::Both => vec![Backend::Postgres, Backend::Sqlite],
+        }
     }
 
+    /// BENCH_DATABASE_URL; set but empty means none, so that
+    /// `BENCH_DATABASE_URL= benches/run.sh` runs SQLite alone.
     pub fn postgres_url(&self) -> Option<&str> {
-        self.postgres_url.as_deref()
+        self.postgres_url.as_deref().filter(|url| !url.is_empty())
     }
 
     pub fn runs(&self, phase: Phase) -> bool {
         self.phases.contains(&phase)
     }
-}
-
-fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Res<T> {
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{flag}: {text:?} is not a number"))
 }
