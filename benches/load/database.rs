@@ -1,7 +1,8 @@
 //! The databases a run creates, and their removal: a temporary SQLite file,
-//! or a fresh PostgreSQL database `bench_<random>` on the server that
-//! BENCH_DATABASE_URL names. Every PostgreSQL database is dropped at the end
-//! of its use, and after an interruption by [`drop_pending`].
+//! or a fresh PostgreSQL database on the server that BENCH_DATABASE_URL
+//! names (`bench_<random>` for the service, `bench_pgbench_<random>` for
+//! pgbench). Every PostgreSQL database is dropped at the end of its use,
+//! and after an interruption by [`drop_pending`].
 
 use std::sync::Mutex;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use integration_service::domain::{ClientSecret, HashParams, Memory, SecretHash};
 use serde_json::{Value, json};
 
-/// The cores the server bounds its argon2 threads to.
+/// The cores the server bounds its argon2 threads to, and pgbench's threads.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }

@@ -12,13 +12,14 @@
 //! Where things are:
 //!
 //! - `options.rs`: the flags (clap) and the checks that span several of
-//!   them.
+//!   them; the server's connection pool size.
 //! - `machine.rs`: the machine under the run: CPU ticks and the `/proc`
 //!   readings (CPU time, memory, load), the header's facts (commit, CPU
 //!   model), and the reference of the cold goal, one argon2id verify timed
 //!   in this process.
-//! - `database.rs`: the databases a run creates (a temporary SQLite file or
-//!   a PostgreSQL `bench_<random>`) and their removal, also after Ctrl-C.
+//! - `database.rs`: the databases a run creates (a temporary SQLite file,
+//!   PostgreSQL `bench_<random>` and `bench_pgbench_<random>`) and their
+//!   removal, also after Ctrl-C.
 //! - `server.rs`: the server process (start, read its log, watch it, kill
 //!   it) and the HTTP/2 connections to it, which carry the tokens.
 //! - `seed.rs`: the reference organization made through the API, the bulk
@@ -27,6 +28,8 @@
 //!   validations, GetIntegration, the flood.
 //! - `generator.rs`: the load generator: workers, their samples, the
 //!   percentiles and CPU shares of one measured window.
+//! - `pgbench.rs`: `pgbench -S` on a scratch database, the reference of the
+//!   GetIntegration ÷ pgbench goal.
 //! - `phases.rs`: one backend from start to end: the warm, scale and cold
 //!   phases in order, each with its goals.
 //! - `attack.rs`: the attack phase: the real client and the flood.
@@ -44,6 +47,7 @@ mod generator;
 mod machine;
 mod ops;
 mod options;
+mod pgbench;
 mod phases;
 mod report;
 mod seed;
@@ -141,8 +145,8 @@ async fn main() {
         outcome = run(options) => outcome,
         _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
     };
-    // After an interruption the run's future is dropped (its server killed
-    // with it); databases it created are still to be dropped.
+    // After an interruption the run's future is dropped (its server and any
+    // pgbench killed with it); databases it created are still to be dropped.
     database::drop_pending().await;
     match outcome {
         Ok(true) => {}

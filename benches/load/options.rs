@@ -71,6 +71,12 @@ impl FromStr for Scale {
     }
 }
 
+/// The server's flag for its connection pool size, and its default
+/// (`src/config/cli.rs`), which pgbench's client count follows.
+const POOL_FLAG: &str = "--database-max-connections";
+const POOL_ENV: &str = "INTEGRATION_DATABASE_MAX_CONNECTIONS";
+const POOL_DEFAULT: u32 = 16;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "load",
@@ -152,6 +158,11 @@ pub struct Options {
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
 
+    /// The pgbench program that GetIntegration is compared with on
+    /// PostgreSQL; if it is missing, that goal's row says so
+    #[arg(long, default_value = "pgbench", value_name = "PROGRAM")]
+    pub pgbench: PathBuf,
+
     /// `cargo bench` passes --bench to every bench target; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -187,6 +198,7 @@ impl Options {
         if self.cold_orgs < 2 {
             return Err("--cold-orgs must be at least 2".into());
         }
+        self.server_pool_size()?;
         Ok(())
     }
 
@@ -212,5 +224,33 @@ impl Options {
 
     pub fn runs(&self, phase: Phase) -> bool {
         self.phases.contains(&phase)
+    }
+
+    /// The server's connection pool size: the last `--database-max-connections`
+    /// among the `--server-arg`s, else the environment the server inherits,
+    /// else the server's default; at least 1, as the server makes it.
+    pub fn server_pool_size(&self) -> Res<u32> {
+        let mut value = None;
+        let mut args = self.server_args.iter();
+        while let Some(arg) = args.next() {
+            if arg == POOL_FLAG {
+                value = Some(args.next().map(String::as_str).unwrap_or_default());
+            } else if let Some(inline) = arg
+                .strip_prefix(POOL_FLAG)
+                .and_then(|rest| rest.strip_prefix('='))
+            {
+                value = Some(inline);
+            }
+        }
+        let from_env = std::env::var(POOL_ENV).ok();
+        let size = match value.or(from_env.as_deref()) {
+            Some(text) => text.trim().parse::<u32>().map_err(|_| {
+                format!(
+                    "the server's pool size {text:?} ({POOL_FLAG} or {POOL_ENV}) is not a number"
+                )
+            })?,
+            None => POOL_DEFAULT,
+        };
+        Ok(size.max(1))
     }
 }

@@ -16,7 +16,8 @@ use crate::{
     machine::{self, VerifyReference},
     ops::Op,
     options::{Backend, Options, Phase, Scale},
-    report::{BackendReport, Check},
+    pgbench::{PgbenchRun, SelectOnly},
+    report::{BackendReport, Check, Verdict},
     seed::{self, COLD, Reference, SCALE, Seeding},
     server::{self, Server, Transport},
 };
@@ -36,6 +37,7 @@ struct Findings {
     checks: Vec<Check>,
     seeding: Vec<Seeding>,
     cold_verify: Option<VerifyReference>,
+    pgbench: Option<PgbenchRun>,
 }
 
 /// What every phase of one backend works with.
@@ -115,6 +117,7 @@ async fn run_phases(database: &BenchDatabase, options: &Options, ticks: f64) -> 
         server_peak_rss_mib,
         server_log,
         cold_verify: found.cold_verify,
+        pgbench: found.pgbench,
     })
 }
 
@@ -161,11 +164,22 @@ impl Bench<'_> {
     }
 
     /// GetIntegration and warm ValidateClient at LOW integrations, then at
-    /// HIGH.
+    /// HIGH; on PostgreSQL, `pgbench -S` right after GetIntegration at LOW.
     async fn scale(&mut self, found: &mut Findings) -> Res<()> {
         let Scale { low, high } = self.options.scale;
+        let pgbench = match (self.backend, self.options.postgres_url()) {
+            (Backend::Postgres, Some(admin_url)) => {
+                Some(SelectOnly::prepare(self.options, admin_url).await?)
+            }
+            _ => None,
+        };
+
         eprintln!("  phase scale at {low} integrations");
         let get_low = self.get(low).await?;
+        let pgbench = match pgbench {
+            Some(pgbench) => Some(pgbench.run(&get_low.name).await),
+            None => None,
+        };
         let validate_low = self
             .generator
             .run_one(
@@ -196,6 +210,9 @@ impl Bench<'_> {
             format!("{:.1}/s @{low}", get_low.goodput),
             0.8,
         ));
+        if let Some(run) = &pgbench {
+            found.checks.push(pgbench_check(&get_low, low, run));
+        }
         found.checks.push(Check::ratio(
             &format!("warm ValidateClient @{high} / @{low}"),
             &validate_high,
@@ -206,6 +223,7 @@ impl Bench<'_> {
         found
             .phases
             .extend([get_low, validate_low, get_high, validate_high]);
+        found.pgbench = pgbench;
         Ok(())
     }
 
@@ -289,5 +307,29 @@ impl Bench<'_> {
         found.cold_verify = Some(verify);
         found.phases.push(cold);
         Ok(())
+    }
+}
+
+/// GetIntegration at LOW integrations ÷ `pgbench -S` at the pool's
+/// connection count, at least 0.5; without a pgbench figure, the row says
+/// why.
+fn pgbench_check(get_low: &Measured, low: u64, run: &PgbenchRun) -> Check {
+    let name = format!("GetIntegration @{low} / pgbench -S");
+    match &run.result {
+        Ok(tps) => Check::ratio(
+            &name,
+            get_low,
+            tps.per_second,
+            format!("{:.1}/s pgbench -S -c {}", tps.per_second, run.clients),
+            0.5,
+        ),
+        Err(why) => Check {
+            name,
+            measured: format!("{:.1}/s", get_low.goodput),
+            reference: why.short().into(),
+            ratio: None,
+            goal: ">= 0.5".into(),
+            verdict: Verdict::NotMeasured,
+        },
     }
 }

@@ -9,6 +9,7 @@ use crate::{
     generator::Measured,
     machine::VerifyReference,
     options::{Backend, Options},
+    pgbench::PgbenchRun,
     seed::Seeding,
     server::{BINARY, LogCounts},
 };
@@ -20,6 +21,8 @@ pub enum Verdict {
     Miss,
     /// A figure shown for information, without a goal.
     Info,
+    /// A goal whose reference could not be measured in this run.
+    NotMeasured,
 }
 
 impl Verdict {
@@ -28,6 +31,7 @@ impl Verdict {
             Verdict::Pass => "PASS",
             Verdict::Miss => "MISS",
             Verdict::Info => "info",
+            Verdict::NotMeasured => "not measured",
         }
     }
 
@@ -90,8 +94,9 @@ impl Check {
             "pass": match self.verdict {
                 Verdict::Pass => Some(true),
                 Verdict::Miss => Some(false),
-                Verdict::Info => None,
+                Verdict::Info | Verdict::NotMeasured => None,
             },
+            "result": self.verdict.text(),
         })
     }
 }
@@ -108,6 +113,9 @@ pub struct BackendReport {
     /// The argon2id verify measured just before and after the cold phase,
     /// which the cold phase is compared with.
     pub cold_verify: Option<VerifyReference>,
+    /// `pgbench -S`, run right after GetIntegration at the low scale
+    /// (PostgreSQL only).
+    pub pgbench: Option<PgbenchRun>,
 }
 
 /// Where and when the run happened.
@@ -202,6 +210,17 @@ fn backend_text(out: &mut String, report: &BackendReport) {
             s.what, s.rows, s.seconds, s.steps[0], s.steps[1], s.steps[2], s.total
         );
     }
+    if let Some(run) = &report.pgbench {
+        let result = match &run.result {
+            Ok(tps) => format!("{:.1} tps ({})", tps.per_second, tps.basis),
+            Err(why) => why.describe(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}, right after {}: {result}",
+            run.command, run.after
+        );
+    }
     let _ = writeln!(
         out,
         "  {:<26} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7}  statuses",
@@ -283,6 +302,7 @@ pub fn report_json(
                 "insert_secrets_seconds": s.steps[1],
                 "statistics_seconds": s.steps[2],
             })).collect::<Vec<_>>(),
+            "pgbench": r.pgbench.as_ref().map(PgbenchRun::to_json),
             "phases": r.phases.iter().map(Measured::to_json).collect::<Vec<_>>(),
             "checks": r.checks.iter().map(Check::to_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
