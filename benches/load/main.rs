@@ -1,0 +1,159 @@
+//! The load benchmark of the integration service (SPEC section 4).
+//!
+//! `cargo bench --bench load` starts the real server binary (built with the
+//! bench profile) on a fresh database, seeds it straight into the tables, and
+//! drives it with one closed-loop load generator: 64 requests in flight, over
+//! 8 HTTP/2 connections, for a fixed time after a warm-up that is not
+//! measured. Every phase goes through the same generator, so their ratios
+//! compare like with like. See `benches/README.md` for the phases, the flags
+//! and how to read the output; `cargo bench --bench load -- --help` lists the
+//! flags.
+//!
+//! Where things are:
+//!
+//! - `options.rs`: the flags (clap) and the checks that span several of
+//!   them; the server's connection pool size.
+//! - `machine.rs`: the machine under the run: CPU ticks and the `/proc`
+//!   readings (CPU time, memory, load), the header's facts (commit, CPU
+//!   model), and the reference of the cold goal, one argon2id verify timed
+//!   in this process.
+//! - `database.rs`: the databases a run creates (a temporary SQLite file,
+//!   PostgreSQL `bench_<random>` and `bench_pgbench_<random>`) and their
+//!   removal, also after Ctrl-C.
+//! - `server.rs`: the server process (start, read its log, watch it, kill
+//!   it) and the HTTP/2 connections to it, which carry the tokens.
+//! - `seed.rs`: the reference organization made through the API, the bulk
+//!   seeding straight into the tables, and the read-back of seeded rows.
+//! - `ops.rs`: what a worker sends: health checks, warm and cold
+//!   validations, GetIntegration, the flood.
+//! - `generator.rs`: the load generator: workers, their samples, the
+//!   percentiles and CPU shares of one measured window.
+//! - `pgbench.rs`: `pgbench -S` on a scratch database, the reference of the
+//!   GetIntegration ÷ pgbench goal.
+//! - `phases.rs`: one backend from start to end: the warm, scale and cold
+//!   phases in order, each with its goals.
+//! - `attack.rs`: the attack phase: the real client and the flood.
+//! - `report.rs`: the goals' rows and the report, as text and as JSON.
+//!
+//! This file runs every backend, prints the report, and cleans up.
+
+// A benchmark may stop on a broken precondition (the OS has no random
+// numbers, argon2 cannot hash); what can fail in a run returns an error.
+#![allow(clippy::expect_used)]
+
+mod attack;
+mod database;
+mod generator;
+mod machine;
+mod ops;
+mod options;
+mod pgbench;
+mod phases;
+mod report;
+mod seed;
+mod server;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use serde_json::json;
+
+use crate::{
+    options::Options,
+    report::{RunInfo, report_json, report_text},
+};
+
+/// Every failure of a run is a sentence for the person running it.
+type Res<T> = Result<T, String>;
+
+trait Context<T> {
+    fn context(self, what: &str) -> Res<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
+    fn context(self, what: &str) -> Res<T> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+/// The lock, even if a task panicked while holding it: what it guards (log
+/// counts, names of databases to drop) stays usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn run(options: Options) -> Res<bool> {
+    let ticks = machine::clock_ticks_per_second();
+    let run = RunInfo {
+        date: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        cpu: machine::cpu_model(),
+        commit: machine::commit(),
+        machine_before: format!(
+            "load average {}, {} cores busy in the second before",
+            machine::load_average(),
+            machine::machine_busy_now(ticks)
+                .await
+                .map_or("?".into(), |busy| format!("{busy:.2}"))
+        ),
+    };
+    eprintln!("measuring one argon2id verify in this process...");
+    let verify = tokio::task::spawn_blocking(machine::measure_verify)
+        .await
+        .context("measuring argon2id")?;
+    eprintln!(
+        "  median {:.2} ms on {} cores",
+        verify.median().as_secs_f64() * 1e3,
+        verify.cores
+    );
+
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for backend in options.backends() {
+        match phases::run_backend(backend, &options, ticks).await {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                eprintln!("\n[{}] FAILED: {e}", backend.name());
+                failures.push(format!("{}: {e}", backend.name()));
+            }
+        }
+    }
+
+    println!("{}", report_text(&options, &verify, &run, &reports));
+    for failure in &failures {
+        println!("FAILED {failure}");
+    }
+    if let Some(path) = &options.json {
+        let mut value = report_json(&options, &verify, &run, &reports);
+        value["failures"] = json!(failures);
+        let text = serde_json::to_string_pretty(&value).context("JSON")?;
+        std::fs::write(path, text + "\n").context("writing --json")?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(failures.is_empty())
+}
+
+#[tokio::main]
+async fn main() {
+    let options = match Options::from_command_line() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run(options) => outcome,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+    };
+    // After an interruption the run's future is dropped (its server and any
+    // pgbench killed with it); databases it created are still to be dropped.
+    database::drop_pending().await;
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}

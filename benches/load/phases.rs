@@ -1,0 +1,335 @@
+//! One backend from start to end: a fresh database and server, the
+//! reference organization, then the phases in their order (warm, scale,
+//! cold, attack), each adding its figures and its goal rows.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use sea_orm::{Database, DatabaseConnection};
+
+use crate::{
+    Context, Res, attack,
+    database::BenchDatabase,
+    generator::{Generator, Measured},
+    machine::{self, VerifyReference},
+    ops::Op,
+    options::{Backend, Options, Phase, Scale},
+    pgbench::{PgbenchRun, SelectOnly},
+    report::{BackendReport, Check, Verdict},
+    seed::{self, COLD, Reference, SCALE, Seeding},
+    server::{self, Server, Transport},
+};
+
+pub async fn run_backend(backend: Backend, options: &Options, ticks: f64) -> Res<BackendReport> {
+    let database = BenchDatabase::create(backend, options.postgres_url()).await?;
+    eprintln!("\n== {} ({})", backend.name(), database.label);
+    let result = run_phases(&database, options, ticks).await;
+    database.remove().await;
+    result
+}
+
+/// What the phases found so far, in the order they ran.
+#[derive(Default)]
+struct Findings {
+    phases: Vec<Measured>,
+    checks: Vec<Check>,
+    seeding: Vec<Seeding>,
+    cold_verify: Option<VerifyReference>,
+    pgbench: Option<PgbenchRun>,
+}
+
+/// What every phase of one backend works with.
+pub struct Bench<'a> {
+    pub backend: Backend,
+    pub options: &'a Options,
+    pub channels: Vec<Transport>,
+    pub reference: Reference,
+    db: DatabaseConnection,
+    /// Warm ValidateClient of the reference client.
+    pub warm_op: Op,
+    pub generator: Generator<'a>,
+}
+
+async fn run_phases(database: &BenchDatabase, options: &Options, ticks: f64) -> Res<BackendReport> {
+    let backend = database.backend;
+    let mut server = Server::start(&database.url, &options.server_args).await?;
+    eprintln!("  server pid {} on {}", server.pid, server.address);
+    let channels = server::connect(server.address, options.connections).await?;
+    let reference = seed::create_reference(&channels[0]).await?;
+    let db = Database::connect(&database.url)
+        .await
+        .context("the bench's own connection to the database")?;
+    let warm_op = Op::Validate {
+        client_id: reference.client_id.as_str().into(),
+        secret: reference.secret.as_str().into(),
+    };
+    let mut bench = Bench {
+        backend,
+        options,
+        channels,
+        reference,
+        db,
+        warm_op,
+        generator: Generator {
+            options,
+            server: &mut server,
+            ticks,
+            seed: 0x5EED_u64 ^ (backend as u64),
+        },
+    };
+    let mut found = Findings::default();
+
+    // Seed up to LOW integrations in all (the reference is one of them).
+    found
+        .seeding
+        .push(bench.seed_scale(1, options.scale.low - 1, 1).await?);
+    if options.runs(Phase::Warm) {
+        bench.warm(&mut found).await?;
+    }
+    // Scale before cold, so that the cold organizations are added last and
+    // never touched before.
+    if options.runs(Phase::Scale) {
+        bench.scale(&mut found).await?;
+    }
+    if options.runs(Phase::Cold) {
+        bench.cold(&mut found).await?;
+    }
+    // The attack last: whatever throttling state the flood leaves behind
+    // cannot affect another phase.
+    if options.runs(Phase::Attack) {
+        let (phases, checks) = attack::run(&mut bench).await?;
+        found.phases.extend(phases);
+        found.checks.extend(checks);
+    }
+
+    let _ = bench.db.close().await;
+    let server_peak_rss_mib = server.peak_rss_mib();
+    let server_log = server.log_counts();
+    server.kill().await;
+    Ok(BackendReport {
+        backend,
+        database: database.label.clone(),
+        phases: found.phases,
+        checks: found.checks,
+        seeding: found.seeding,
+        server_peak_rss_mib,
+        server_log,
+        cold_verify: found.cold_verify,
+        pgbench: found.pgbench,
+    })
+}
+
+impl Bench<'_> {
+    /// Seeds scale organizations `from..=to` and checks that organization
+    /// `check` reads back and validates.
+    async fn seed_scale(&self, from: u64, to: u64, check: u64) -> Res<Seeding> {
+        let seeding = seed::seed(&self.db, self.backend, SCALE, from, to).await?;
+        seed::check_seeded(&self.channels[0], &self.reference, SCALE, check).await?;
+        Ok(seeding)
+    }
+
+    /// Warm ValidateClient against Health/Check, back to back.
+    async fn warm(&mut self, found: &mut Findings) -> Res<()> {
+        eprintln!("  phase warm (health, then warm ValidateClient)");
+        let health = self
+            .generator
+            .run_one("health", &self.channels, Op::Health)
+            .await?;
+        let warm = self
+            .generator
+            .run_one("validate warm", &self.channels, self.warm_op.clone())
+            .await?;
+        found.checks.push(Check::ratio(
+            "warm ValidateClient / Health",
+            &warm,
+            health.goodput,
+            format!("{:.1}/s health", health.goodput),
+            0.8,
+        ));
+        if let (Some(h), Some(w)) = (
+            health.server_cpu_ms_per_request,
+            warm.server_cpu_ms_per_request,
+        ) {
+            found.checks.push(Check::info(
+                "  same, by server CPU per call",
+                format!("{w:.3} ms"),
+                format!("{h:.3} ms health"),
+                h / w,
+            ));
+        }
+        found.phases.extend([health, warm]);
+        Ok(())
+    }
+
+    /// GetIntegration and warm ValidateClient at LOW integrations, then at
+    /// HIGH; on PostgreSQL, `pgbench -S` right after GetIntegration at LOW.
+    async fn scale(&mut self, found: &mut Findings) -> Res<()> {
+        let Scale { low, high } = self.options.scale;
+        let pgbench = match (self.backend, self.options.postgres_url()) {
+            (Backend::Postgres, Some(admin_url)) => {
+                Some(SelectOnly::prepare(self.options, admin_url).await?)
+            }
+            _ => None,
+        };
+
+        eprintln!("  phase scale at {low} integrations");
+        let get_low = self.get(low).await?;
+        let pgbench = match pgbench {
+            Some(pgbench) => Some(pgbench.run(&get_low.name).await),
+            None => None,
+        };
+        let validate_low = self
+            .generator
+            .run_one(
+                &format!("validate warm @{low}"),
+                &self.channels,
+                self.warm_op.clone(),
+            )
+            .await?;
+
+        found
+            .seeding
+            .push(self.seed_scale(low, high - 1, high - 1).await?);
+
+        eprintln!("  phase scale at {high} integrations");
+        let get_high = self.get(high).await?;
+        let validate_high = self
+            .generator
+            .run_one(
+                &format!("validate warm @{high}"),
+                &self.channels,
+                self.warm_op.clone(),
+            )
+            .await?;
+        found.checks.push(Check::ratio(
+            &format!("GetIntegration @{high} / @{low}"),
+            &get_high,
+            get_low.goodput,
+            format!("{:.1}/s @{low}", get_low.goodput),
+            0.8,
+        ));
+        if let Some(run) = &pgbench {
+            found.checks.push(pgbench_check(&get_low, low, run));
+        }
+        found.checks.push(Check::ratio(
+            &format!("warm ValidateClient @{high} / @{low}"),
+            &validate_high,
+            validate_low.goodput,
+            format!("{:.1}/s @{low}", validate_low.goodput),
+            0.8,
+        ));
+        found
+            .phases
+            .extend([get_low, validate_low, get_high, validate_high]);
+        found.pgbench = pgbench;
+        Ok(())
+    }
+
+    /// GetIntegration of a seeded organization drawn at random, with
+    /// `integrations` in the database (the reference among them).
+    async fn get(&mut self, integrations: u64) -> Res<Measured> {
+        self.generator
+            .run_one(
+                &format!("get @{integrations}"),
+                &self.channels,
+                Op::GetIntegration {
+                    count: integrations - 1,
+                },
+            )
+            .await
+    }
+
+    /// Cold ValidateClient: a different organization on every call, against
+    /// cores ÷ one argon2id verify measured right before and after.
+    async fn cold(&mut self, found: &mut Findings) -> Res<()> {
+        let pool = self.options.cold_orgs;
+        found
+            .seeding
+            .push(seed::seed(&self.db, self.backend, COLD, 1, pool).await?);
+        // Cold organization 1 is spent on this check; the phase starts at 2.
+        seed::check_seeded(&self.channels[0], &self.reference, COLD, 1).await?;
+
+        // The reference, measured right before and right after the phase
+        // with the server idle: the machine's speed drifts by more than the
+        // goal's margin, between runs and within one.
+        eprintln!("  measuring one argon2id verify in this process");
+        let before = tokio::task::spawn_blocking(machine::measure_verify)
+            .await
+            .context("measuring argon2id")?;
+        eprintln!("  phase cold");
+        let next = Arc::new(AtomicU64::new(2));
+        let repeats = Arc::new(AtomicU64::new(0));
+        let mut cold = self
+            .generator
+            .run_one(
+                "validate cold",
+                &self.channels,
+                Op::ValidateCold {
+                    next: next.clone(),
+                    pool,
+                    repeats: repeats.clone(),
+                    secret: self.reference.secret.as_str().into(),
+                },
+            )
+            .await?;
+        let used = next.load(Ordering::Relaxed) - 2;
+        let repeated = repeats.load(Ordering::Relaxed);
+        cold.note = Some(if repeated > 0 {
+            format!("{used} organizations asked for, {repeated} repeated: raise --cold-orgs")
+        } else {
+            format!("{used} distinct organizations, none repeated")
+        });
+        eprintln!("  measuring one argon2id verify in this process again");
+        let after = tokio::task::spawn_blocking(machine::measure_verify)
+            .await
+            .context("measuring argon2id")?;
+        let verify = before.merge(after);
+        found.checks.push(Check::ratio(
+            "cold ValidateClient / (cores / verify)",
+            &cold,
+            verify.rate(),
+            format!(
+                "{:.1}/s = {} / {:.1} ms",
+                verify.rate(),
+                verify.cores,
+                verify.median().as_secs_f64() * 1e3
+            ),
+            0.9,
+        ));
+        found.checks.push(Check::info(
+            "  same, / all cores verifying in-process",
+            format!("{:.1}/s", cold.goodput),
+            format!("{:.1}/s", verify.parallel_rate()),
+            cold.goodput / verify.parallel_rate(),
+        ));
+        found.cold_verify = Some(verify);
+        found.phases.push(cold);
+        Ok(())
+    }
+}
+
+/// GetIntegration at LOW integrations ÷ `pgbench -S` at the pool's
+/// connection count, at least 0.5; without a pgbench figure, the row says
+/// why.
+fn pgbench_check(get_low: &Measured, low: u64, run: &PgbenchRun) -> Check {
+    let name = format!("GetIntegration @{low} / pgbench -S");
+    match &run.result {
+        Ok(tps) => Check::ratio(
+            &name,
+            get_low,
+            tps.per_second,
+            format!("{:.1}/s pgbench -S -c {}", tps.per_second, run.clients),
+            0.5,
+        ),
+        Err(why) => Check {
+            name,
+            measured: format!("{:.1}/s", get_low.goodput),
+            reference: why.short().into(),
+            ratio: None,
+            goal: ">= 0.5".into(),
+            verdict: Verdict::NotMeasured,
+        },
+    }
+}
