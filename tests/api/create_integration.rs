@@ -1,9 +1,7 @@
 use std::collections::HashSet;
 
+use support::{DEFAULT_DOMAIN, TestApp, expect_code, on_every_backend};
 use tonic::Code;
-
-use crate::helpers::{DEFAULT_DOMAIN, TestApp, expect_code};
-use crate::on_every_backend;
 
 on_every_backend! {
     async fn a_new_integration_has_a_client_id_the_default_domain_and_no_secret(app: TestApp) {
@@ -50,7 +48,7 @@ on_every_backend! {
     async fn concurrent_creations_for_one_organization_create_exactly_one(app: TestApp) {
         let attempts: Vec<_> = (0..8)
             .map(|_| {
-                let app_client = app.client.clone();
+                let app_client = app.raw();
                 tokio::spawn(async move {
                     let mut client = app_client;
                     client

@@ -1,9 +1,7 @@
 use argon2::{Params, PasswordHash};
 use integration_service::{domain::ClientSecret, proto::SecretState};
+use support::{TestApp, expect_code, on_every_backend};
 use tonic::Code;
-
-use crate::helpers::{TestApp, expect_code};
-use crate::on_every_backend;
 
 on_every_backend! {
     async fn a_generated_secret_is_well_formed_and_pending(app: TestApp) {
@@ -29,14 +27,14 @@ on_every_backend! {
 
         let rows = app.secret_rows("org-hash").await;
         assert_eq!(rows.len(), 1, "one secret row");
-        let (_, hash, hint) = &rows[0];
-        let parsed = PasswordHash::new(hash).expect("the stored hash is a PHC string");
+        let row = &rows[0];
+        let parsed = PasswordHash::new(&row.hash).expect("the stored hash is a PHC string");
         assert_eq!(parsed.algorithm.as_str(), "argon2id");
         let params = Params::try_from(&parsed).expect("argon2 parameters");
         assert!(params.m_cost() >= 19_456, "memory cost {} KiB", params.m_cost());
         assert!(params.t_cost() >= 2, "time cost {}", params.t_cost());
         assert!(params.p_cost() >= 1, "parallelism {}", params.p_cost());
-        assert_eq!(hint, &value[60..]);
+        assert_eq!(row.hint, value[60..], "the stored hint is the last 4 characters");
 
         let dump = app.dump_tables().await;
         assert!(dump.contains("argon2id"), "the dump covers the hash column");
@@ -78,7 +76,7 @@ on_every_backend! {
         let (client_id, active_value) = app.ready("org-gen-race").await;
         let generations: Vec<_> = (0..6)
             .map(|_| {
-                let mut client = app.client.clone();
+                let mut client = app.raw();
                 tokio::spawn(async move {
                     client
                         .generate_secret(integration_service::proto::GenerateSecretRequest {

@@ -2,9 +2,7 @@ use prost::Message;
 use tonic::Code;
 
 use integration_service::proto::SecretState;
-
-use crate::helpers::{TestApp, expect_code};
-use crate::on_every_backend;
+use support::{TestApp, expect_code, on_every_backend};
 
 on_every_backend! {
     async fn an_unknown_organization_is_not_found(app: TestApp) {

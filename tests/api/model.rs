@@ -28,7 +28,7 @@ use proptest::{
 use tokio::time::timeout;
 use tonic::{Code, Status};
 
-use crate::helpers::{Backend, DEFAULT_DOMAIN, TestApp, spawn_app};
+use support::{Backend, DEFAULT_DOMAIN, TestApp, on_every_backend, spawn_app};
 
 /// How many organizations a sequence plays with: enough for one to use
 /// another's client ID or secrets, few enough that they meet often.
@@ -49,17 +49,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// A well-formed client ID that no organization has.
 const UNKNOWN_CLIENT_ID: &str = "UnknownClientId000000000";
 
-#[test]
-fn every_sequence_of_operations_on_sqlite_behaves_as_the_model_says() {
-    check_against_the_model(Backend::Sqlite);
-}
-
-#[test]
-fn every_sequence_of_operations_on_postgres_behaves_as_the_model_says() {
-    if std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()) {
-        check_against_the_model(Backend::Postgres);
-    } else {
-        println!("model on Postgres: skipped, TEST_DATABASE_URL is not set");
+on_every_backend! {
+    fn every_sequence_of_operations_behaves_as_the_model_says(backend: Backend) {
+        check_against_the_model(backend);
     }
 }
 

@@ -1,7 +1,5 @@
+use support::{DEFAULT_DOMAIN, TestApp, expect_code, on_every_backend};
 use tonic::Code;
-
-use crate::helpers::{DEFAULT_DOMAIN, TestApp, expect_code};
-use crate::on_every_backend;
 
 on_every_backend! {
     async fn the_active_secret_validates_with_the_organization_and_domain(app: TestApp) {

@@ -17,7 +17,7 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
+use support::{Backend, TestApp, spawn_app, spawn_app_with};
 
 /// Sends and receives message bodies as raw bytes, so a test can put
 /// anything on the wire.
