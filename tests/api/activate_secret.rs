@@ -18,13 +18,13 @@ on_every_backend! {
         let integration = app.activate("org-rotate", &new).await.expect("activated");
         let active = integration.active_secret.expect("an active secret");
         assert_eq!(active.id, new_meta.id, "the pending secret is now active");
-        assert_eq!(active.state, SecretState::Active as i32);
+        assert_eq!(active.state, SecretState::Active as i32, "its state says active");
         assert!(integration.pending_secret.is_none(), "nothing is pending any more");
 
         assert!(app.is_valid(&client_id, &new).await, "the new secret validates");
         assert!(!app.is_valid(&client_id, &old).await, "the old secret is revoked at once");
-        assert_eq!(app.count_in_state("org-rotate", "revoked").await, 1);
-        assert_eq!(app.count_in_state("org-rotate", "active").await, 1);
+        assert_eq!(app.count_in_state("org-rotate", "revoked").await, 1, "the old one is revoked");
+        assert_eq!(app.count_in_state("org-rotate", "active").await, 1, "one secret is active");
     }
 }
 
@@ -35,8 +35,8 @@ on_every_backend! {
         let again = app.activate("org-retry", &value).await.expect("a retry succeeds");
         assert_eq!(again.active_secret, before.active_secret, "the same secret, untouched");
         assert_eq!(again.update_time, before.update_time, "nothing was written");
-        assert_eq!(app.count_in_state("org-retry", "revoked").await, 0);
-        assert!(app.is_valid(&client_id, &value).await);
+        assert_eq!(app.count_in_state("org-retry", "revoked").await, 0, "nothing was revoked");
+        assert!(app.is_valid(&client_id, &value).await, "the secret still validates");
     }
 }
 
@@ -50,7 +50,7 @@ on_every_backend! {
         // Not even once a new secret is pending.
         let (third, _) = app.generate("org-revoked").await.expect("generated");
         expect_code(app.activate("org-revoked", &first).await, Code::FailedPrecondition);
-        assert!(!app.is_valid(&client_id, &first).await);
+        assert!(!app.is_valid(&client_id, &first).await, "the revoked value does not validate");
         assert!(app.is_valid(&client_id, &second).await, "failed attempts change nothing");
         app.activate("org-revoked", &third).await.expect("the pending one still activates");
     }
@@ -126,15 +126,15 @@ on_every_backend! {
                 .integration
                 .expect("an integration");
             let active = integration.active_secret.expect("an active secret");
-            assert_eq!(active.id, new_meta.id);
+            assert_eq!(active.id, new_meta.id, "every answer shows the new secret active");
             activate_times.push(active.activate_time);
         }
         activate_times.dedup();
         assert_eq!(activate_times.len(), 1, "it was activated once: {activate_times:?}");
         assert_eq!(app.count_in_state("org-act-race", "revoked").await, 1, "one revocation");
-        assert_eq!(app.count_in_state("org-act-race", "active").await, 1);
-        assert!(app.is_valid(&client_id, &new).await);
-        assert!(!app.is_valid(&client_id, &old).await);
+        assert_eq!(app.count_in_state("org-act-race", "active").await, 1, "one active secret");
+        assert!(app.is_valid(&client_id, &new).await, "the new secret validates");
+        assert!(!app.is_valid(&client_id, &old).await, "the old secret does not");
     }
 }
 
@@ -182,7 +182,8 @@ on_every_backend! {
         for wrong in [made_up.expose(), "cas_typo", made_up.expose(), "x"] {
             expect_code(app.activate("org-guessed", wrong).await, Code::FailedPrecondition);
         }
-        let message = expect_code(app.activate("org-guessed", &value).await, Code::ResourceExhausted);
+        let refused = app.activate("org-guessed", &value).await;
+        let message = expect_code(refused, Code::ResourceExhausted);
         assert!(message.contains("wait"), "{message}");
         app.activate("org-bystander", &other)
             .await

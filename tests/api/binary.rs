@@ -99,7 +99,9 @@ on_every_backend! {
 }
 
 on_every_backend! {
-    async fn migrate_prepares_the_schema_for_a_server_that_does_not_migrate(database: TestDatabase) {
+    async fn migrate_prepares_the_schema_for_a_server_that_does_not_migrate(
+        database: TestDatabase,
+    ) {
         let migrate = ["migrate", "--database-url", database.url()];
         let migrated = run_to_exit(BINARY, &migrate, &[], COMMAND_TIMEOUT).await;
         assert!(migrated.succeeded(), "migrate: {migrated:?}");

@@ -19,8 +19,8 @@ async fn health(app: &TestApp, service: &str) -> ServingStatus {
 
 on_every_backend! {
     async fn health_reports_serving_for_the_server_and_the_service(app: TestApp) {
-        assert_eq!(health(&app, "").await, ServingStatus::Serving);
-        assert_eq!(health(&app, SERVICE).await, ServingStatus::Serving);
+        assert_eq!(health(&app, "").await, ServingStatus::Serving, "the server");
+        assert_eq!(health(&app, SERVICE).await, ServingStatus::Serving, "the service");
     }
 }
 
@@ -31,11 +31,11 @@ on_every_backend! {
         let app = app.restart().await;
         assert!(app.is_valid(&client_id, &active).await, "the active secret still validates");
         let integration = app.get("org-durable").await.expect("readable");
-        assert_eq!(integration.client_id, client_id);
+        assert_eq!(integration.client_id, client_id, "the client ID is kept");
         assert!(integration.pending_secret.is_some(), "the pending secret is still there");
         app.activate("org-durable", &pending).await.expect("and still activates");
-        assert!(app.is_valid(&client_id, &pending).await);
-        assert!(!app.is_valid(&client_id, &active).await);
+        assert!(app.is_valid(&client_id, &pending).await, "the activated secret validates");
+        assert!(!app.is_valid(&client_id, &active).await, "the one before is revoked");
     }
 }
 
@@ -117,7 +117,11 @@ async fn while_the_database_is_away_calls_are_unavailable_and_health_says_so() {
 
     app.database.allow_connections(false).await;
     wait_for_health(&app, ServingStatus::NotServing).await;
-    assert_eq!(health(&app, SERVICE).await, ServingStatus::NotServing);
+    assert_eq!(
+        health(&app, SERVICE).await,
+        ServingStatus::NotServing,
+        "the service too"
+    );
     let message = expect_code(app.get("org-outage").await, Code::Unavailable);
     assert!(
         !message.contains(&name),

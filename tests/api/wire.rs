@@ -155,7 +155,7 @@ async fn an_unknown_method_is_unimplemented() {
     let status = send_raw(&app, "DeleteEverything", Vec::new())
         .await
         .expect_err("refused");
-    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
 }
 
 #[tokio::test]
@@ -723,7 +723,11 @@ async fn requests_with_random_fields_each_get_a_status_the_spec_allows() {
             if real_pair {
                 assert!(response.valid, "the real pair validates");
             } else {
-                assert_eq!(response, ValidateClientResponse::default());
+                assert_eq!(
+                    response,
+                    ValidateClientResponse::default(),
+                    "any other pair is invalid and says nothing more"
+                );
             }
         }
         *answers.entry(format!("{method} {code:?}")).or_default() += 1;
