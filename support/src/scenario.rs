@@ -1,5 +1,6 @@
-//! One scenario, one test per backend: what [`on_every_backend!`] expands
-//! to, and how it prepares the scenario's parameter.
+//! One scenario, one test per backend: what
+//! [`on_every_backend!`](crate::on_every_backend) expands to, and how it
+//! prepares the scenario's parameter.
 
 use std::future::Future;
 
@@ -13,9 +14,10 @@ use crate::{
 /// A change to the test settings, made before a scenario's server starts.
 pub type Adjust = fn(&mut Settings);
 
-/// What a scenario of [`on_every_backend!`] takes, made fresh for each
-/// backend: a [`TestApp`] (an in-process server), a [`TestDatabase`] (for a
-/// scenario that starts server processes itself) or the [`Backend`] alone.
+/// What a scenario of [`on_every_backend!`](crate::on_every_backend) takes,
+/// made fresh for each backend: a [`TestApp`] (an in-process server), a
+/// [`TestDatabase`] (for a scenario that starts server processes itself)
+/// or the [`Backend`] alone.
 pub trait Fixture: Sized {
     /// The fixture on `backend`; `None` when the backend is not available
     /// (PostgreSQL without `TEST_DATABASE_URL`), and then the test passes
@@ -56,7 +58,8 @@ const NO_SERVER: &str = "settings are adjusted for a TestApp; a scenario that ta
                          TestDatabase or a Backend starts its servers itself";
 
 /// Runs `scenario` on a fixture prepared for `backend`: the body of each
-/// test [`on_every_backend!`] writes. SQLite is always available.
+/// test [`on_every_backend!`](crate::on_every_backend) writes. SQLite is
+/// always available.
 #[doc(hidden)]
 pub async fn run_on<F, R>(backend: Backend, adjust: Option<Adjust>, scenario: impl FnOnce(F) -> R)
 where
@@ -161,7 +164,8 @@ macro_rules! on_every_backend {
     };
 }
 
-/// The adjuster of an [`on_every_backend!`] scenario, if it names one.
+/// The adjuster of an [`on_every_backend!`](crate::on_every_backend)
+/// scenario, if it names one.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __adjust {
