@@ -27,8 +27,7 @@
 //! parameter's type says what the scenario gets (see [`Fixture`]), and an
 //! adjuster may change the settings first ([`scenario`]).
 
-// The harness is test code: a broken precondition should panic right
-// there, with its reason, rather than be passed on.
+// Test code: panicking on a broken precondition is what a harness should do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;

@@ -8,6 +8,7 @@
 
 use std::{
     collections::VecDeque,
+    fmt,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
@@ -34,7 +35,7 @@ use crate::{checks::health_status, client::Client};
 /// process list would show a password), and the server's own default log
 /// filter unless [`ServerCommand::log_filter`] says otherwise: whatever
 /// `RUST_LOG` the caller's shell has is not passed on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerCommand {
     binary: PathBuf,
     listen: String,
@@ -50,6 +51,23 @@ pub struct ServerCommand {
 enum Started {
     Announced(Option<SocketAddr>),
     Exited(ExitStatus),
+}
+
+/// Names the environment's variables but not their values, which hold
+/// tokens and database passwords.
+impl fmt::Debug for ServerCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let envs: Vec<&str> = self.envs.iter().map(|(key, _)| key.as_str()).collect();
+        f.debug_struct("ServerCommand")
+            .field("binary", &self.binary)
+            .field("listen", &self.listen)
+            .field("args", &self.args)
+            .field("envs", &envs)
+            .field("log_filter", &self.log_filter)
+            .field("keep", &self.keep)
+            .field("startup_timeout", &self.startup_timeout)
+            .finish()
+    }
 }
 
 /// What a process keeps of its output.

@@ -85,7 +85,7 @@ pub fn run_blocking_on(backend: Backend, scenario: impl FnOnce(Backend)) {
 /// `postgres` in a module named after the scenario, so that the test reads
 /// `activate_secret::a_retried_activation_succeeds_and_changes_nothing::postgres`.
 ///
-/// ```ignore
+/// ```text
 /// on_every_backend! {
 ///     /// The scenario's documentation.
 ///     async fn a_retried_activation_succeeds(app: TestApp) { /* … */ }
@@ -110,8 +110,10 @@ pub fn run_blocking_on(backend: Backend, scenario: impl FnOnce(Backend)) {
 /// [`TestDatabase`]; or the [`Backend`]. A scenario written as a plain `fn`
 /// takes the [`Backend`] and runs as a plain `#[test]`; an `async fn` runs
 /// on a multi-threaded runtime of two workers (argon2 runs off the async
-/// workers, and a graceful stop waits for tasks). The module imports
-/// everything of the module it is written in.
+/// workers, and a graceful stop waits for tasks), so the calling crate
+/// needs `tokio`. The adjuster is named, not a closure: its name says what
+/// the scenario changes. The module imports everything of the module it is
+/// written in.
 #[macro_export]
 macro_rules! on_every_backend {
     (
