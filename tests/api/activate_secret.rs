@@ -1,10 +1,13 @@
+//! ActivateSecret: the pending secret becomes active and the old one is
+//! revoked at once; retries succeed; wrong values fail, and too many of
+//! them for one organization are throttled.
+
+use std::num::NonZeroU32;
+
+use integration_service::{config::Settings, domain::ClientSecret, proto::SecretState};
 use sea_orm::ConnectionTrait;
-
-use integration_service::proto::SecretState;
+use support::{Backend, TestApp, expect_code, on_every_backend, spawn_app_with};
 use tonic::Code;
-
-use crate::helpers::{TestApp, expect_code};
-use crate::on_every_backend;
 
 on_every_backend! {
     async fn activating_the_pending_secret_revokes_the_old_one_at_once(app: TestApp) {
@@ -15,13 +18,13 @@ on_every_backend! {
         let integration = app.activate("org-rotate", &new).await.expect("activated");
         let active = integration.active_secret.expect("an active secret");
         assert_eq!(active.id, new_meta.id, "the pending secret is now active");
-        assert_eq!(active.state, SecretState::Active as i32);
+        assert_eq!(active.state, SecretState::Active as i32, "its state says active");
         assert!(integration.pending_secret.is_none(), "nothing is pending any more");
 
         assert!(app.is_valid(&client_id, &new).await, "the new secret validates");
         assert!(!app.is_valid(&client_id, &old).await, "the old secret is revoked at once");
-        assert_eq!(app.count_in_state("org-rotate", "revoked").await, 1);
-        assert_eq!(app.count_in_state("org-rotate", "active").await, 1);
+        assert_eq!(app.count_in_state("org-rotate", "revoked").await, 1, "the old one is revoked");
+        assert_eq!(app.count_in_state("org-rotate", "active").await, 1, "one secret is active");
     }
 }
 
@@ -32,8 +35,8 @@ on_every_backend! {
         let again = app.activate("org-retry", &value).await.expect("a retry succeeds");
         assert_eq!(again.active_secret, before.active_secret, "the same secret, untouched");
         assert_eq!(again.update_time, before.update_time, "nothing was written");
-        assert_eq!(app.count_in_state("org-retry", "revoked").await, 0);
-        assert!(app.is_valid(&client_id, &value).await);
+        assert_eq!(app.count_in_state("org-retry", "revoked").await, 0, "nothing was revoked");
+        assert!(app.is_valid(&client_id, &value).await, "the secret still validates");
     }
 }
 
@@ -47,7 +50,7 @@ on_every_backend! {
         // Not even once a new secret is pending.
         let (third, _) = app.generate("org-revoked").await.expect("generated");
         expect_code(app.activate("org-revoked", &first).await, Code::FailedPrecondition);
-        assert!(!app.is_valid(&client_id, &first).await);
+        assert!(!app.is_valid(&client_id, &first).await, "the revoked value does not validate");
         assert!(app.is_valid(&client_id, &second).await, "failed attempts change nothing");
         app.activate("org-revoked", &third).await.expect("the pending one still activates");
     }
@@ -101,7 +104,7 @@ on_every_backend! {
         let (new, new_meta) = app.generate("org-act-race").await.expect("generated");
         let activations: Vec<_> = (0..8)
             .map(|_| {
-                let mut client = app.client.clone();
+                let mut client = app.raw();
                 let new = new.clone();
                 tokio::spawn(async move {
                     client
@@ -123,15 +126,15 @@ on_every_backend! {
                 .integration
                 .expect("an integration");
             let active = integration.active_secret.expect("an active secret");
-            assert_eq!(active.id, new_meta.id);
+            assert_eq!(active.id, new_meta.id, "every answer shows the new secret active");
             activate_times.push(active.activate_time);
         }
         activate_times.dedup();
         assert_eq!(activate_times.len(), 1, "it was activated once: {activate_times:?}");
         assert_eq!(app.count_in_state("org-act-race", "revoked").await, 1, "one revocation");
-        assert_eq!(app.count_in_state("org-act-race", "active").await, 1);
-        assert!(app.is_valid(&client_id, &new).await);
-        assert!(!app.is_valid(&client_id, &old).await);
+        assert_eq!(app.count_in_state("org-act-race", "active").await, 1, "one active secret");
+        assert!(app.is_valid(&client_id, &new).await, "the new secret validates");
+        assert!(!app.is_valid(&client_id, &old).await, "the old secret does not");
     }
 }
 
@@ -146,8 +149,7 @@ on_every_backend! {
                 uuid::Uuid::new_v4()
             );
             let inserted = app
-                .store
-                .connection()
+                .tables()
                 .execute_raw(sea_orm::Statement::from_string(app.store.backend(), sql))
                 .await;
             let error = inserted.expect_err("the unique index refuses a second row");
@@ -156,5 +158,57 @@ on_every_backend! {
                 "a second {state} secret: {error}"
             );
         }
+    }
+}
+
+/// Three wrong activations a minute per organization, instead of the test
+/// settings' thousand.
+fn three_wrong_activations_a_minute(settings: &mut Settings) {
+    settings.throttle.activation_failures_per_minute = NonZeroU32::new(3).expect("3");
+}
+
+on_every_backend! {
+    async fn wrong_activations_are_throttled_per_organization(app: TestApp)
+    with three_wrong_activations_a_minute
+    {
+        app.create("org-guessed").await.expect("created");
+        app.create("org-bystander").await.expect("created");
+        let (value, _) = app.generate("org-guessed").await.expect("generated");
+        let (other, _) = app.generate("org-bystander").await.expect("generated");
+        let made_up = ClientSecret::generate().expect("RNG");
+
+        // Wrong values (well formed or not) spend the budget; the fourth
+        // failure puts the organization over it.
+        for wrong in [made_up.expose(), "cas_typo", made_up.expose(), "x"] {
+            expect_code(app.activate("org-guessed", wrong).await, Code::FailedPrecondition);
+        }
+        let refused = app.activate("org-guessed", &value).await;
+        let message = expect_code(refused, Code::ResourceExhausted);
+        assert!(message.contains("wait"), "{message}");
+        app.activate("org-bystander", &other)
+            .await
+            .expect("another organization is not affected");
+        assert_eq!(
+            app.count_in_state("org-guessed", "pending").await,
+            1,
+            "the refused activation changed nothing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_activations_never_spend_the_budget() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.throttle.activation_failures_per_minute = NonZeroU32::MIN;
+    })
+    .await
+    .expect("SQLite");
+    app.create("org-busy").await.expect("created");
+    for _ in 0..3 {
+        let (value, _) = app.generate("org-busy").await.expect("generated");
+        app.activate("org-busy", &value).await.expect("activated");
+        app.activate("org-busy", &value)
+            .await
+            .expect("a retried activation succeeds too");
     }
 }

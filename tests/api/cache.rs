@@ -4,8 +4,9 @@
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use integration_service::{
+    config::Settings,
     domain::{ClientId, ClientSecret, OrganizationId},
-    invalidation, proto,
+    invalidation,
     store::Store,
     validation::{
         ValidClient,
@@ -13,46 +14,31 @@ use integration_service::{
     },
 };
 use sea_orm::ConnectionTrait;
+use support::{Backend, ServerCommand, TestApp, TestDatabase, on_every_backend, test_settings};
 use tonic::Code;
 
-use crate::helpers::{Backend, TestDatabase, spawn_app_with};
-use crate::process::ServerProcess;
+use crate::BINARY;
 
 /// The cache trusts an entry for a minute here: only the activation's own
 /// invalidation can make the old secret fail at once.
-async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, trust_for_a_minute).await else {
-        return;
-    };
-    let (client_id, old) = app.ready("org-hot").await;
-    for _ in 0..3 {
-        assert!(app.is_valid(&client_id, &old).await, "warm");
-    }
-    let (new, _) = app.generate("org-hot").await.expect("generated");
-    assert!(
-        app.is_valid(&client_id, &old).await,
-        "a pending secret changes nothing"
-    );
-    app.activate("org-hot", &new).await.expect("activated");
-    assert!(
-        !app.is_valid(&client_id, &old).await,
-        "revoked at once, cached or not"
-    );
-    assert!(app.is_valid(&client_id, &new).await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica_on_sqlite() {
-    a_revoked_secret_stops_validating_at_once_on_the_activating_replica(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica_on_postgres() {
-    a_revoked_secret_stops_validating_at_once_on_the_activating_replica(Backend::Postgres).await;
-}
-
-fn trust_for_a_minute(settings: &mut integration_service::config::Settings) {
+fn trust_for_a_minute(settings: &mut Settings) {
     settings.cache.revalidate = Duration::from_secs(60);
+}
+
+on_every_backend! {
+    async fn a_revoked_secret_stops_validating_at_once_on_the_activating_replica(app: TestApp)
+    with trust_for_a_minute
+    {
+        let (client_id, old) = app.ready("org-hot").await;
+        for _ in 0..3 {
+            assert!(app.is_valid(&client_id, &old).await, "warm");
+        }
+        let (new, _) = app.generate("org-hot").await.expect("generated");
+        assert!(app.is_valid(&client_id, &old).await, "a pending secret changes nothing");
+        app.activate("org-hot", &new).await.expect("activated");
+        assert!(!app.is_valid(&client_id, &old).await, "revoked at once, cached or not");
+        assert!(app.is_valid(&client_id, &new).await, "the new secret validates");
+    }
 }
 
 /// The listener, on its own: notices from other replicas make the cache
@@ -63,7 +49,7 @@ async fn the_listener_keeps_the_cache_honest() {
     let Some(database) = TestDatabase::create(Backend::Postgres).await else {
         return;
     };
-    let store = Store::connect(&crate::helpers::settings(&database.url).database)
+    let store = Store::connect(&test_settings(database.url()).database)
         .await
         .expect("connected");
     store.migrate().await.expect("migrated");
@@ -139,12 +125,7 @@ async fn the_listener_keeps_the_cache_honest() {
 
     // The listening connection is cut: whatever was cached is not trusted
     // until the database confirms it.
-    let name = database
-        .url
-        .rsplit('/')
-        .next()
-        .expect("a database name")
-        .to_owned();
+    let name = database.name().expect("a PostgreSQL database has a name");
     admin
         .execute_unprepared(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -184,68 +165,31 @@ async fn another_replica_stops_accepting(
     second_replica_args: &[&str],
 ) -> Option<Duration> {
     let database = TestDatabase::create(backend).await?;
-    let first = ServerProcess::start(&database.url, &[]).await;
-    let second = ServerProcess::start(&database.url, second_replica_args).await;
-    let (mut admin, mut gateway) = (first.client().await, second.client().await);
-    let org = || "org-two-replicas".to_owned();
+    let replica = |args: &[&str]| {
+        ServerCommand::new(BINARY, database.url())
+            .log_filter("trace")
+            .args(args)
+            .start()
+    };
+    let first = replica(&[]).await;
+    let second = replica(second_replica_args).await;
+    let (admin, gateway) = (first.client().await, second.client().await);
+    let org = "org-two-replicas";
 
-    let client_id = admin
-        .create_integration(proto::CreateIntegrationRequest {
-            organization_id: org(),
-        })
-        .await
-        .expect("created")
-        .into_inner()
-        .integration
-        .expect("an integration")
-        .client_id;
-    let generate = |_: ()| proto::GenerateSecretRequest {
-        organization_id: org(),
-    };
-    let activate = |value: &str| proto::ActivateSecretRequest {
-        organization_id: org(),
-        client_secret: value.to_owned(),
-    };
-    let old = admin
-        .generate_secret(generate(()))
-        .await
-        .expect("generated")
-        .into_inner()
-        .client_secret;
-    admin
-        .activate_secret(activate(&old))
-        .await
-        .expect("activated");
-    let validate = |value: &str| proto::ValidateClientRequest {
-        client_id: client_id.clone(),
-        client_secret: value.to_owned(),
-        ..Default::default()
-    };
+    let client_id = admin.create(org).await.expect("created").client_id;
+    let (old, _) = admin.generate(org).await.expect("generated");
+    admin.activate(org, &old).await.expect("activated");
     for _ in 0..3 {
-        let answer = gateway
-            .validate_client(validate(&old))
-            .await
-            .expect("answered");
-        assert!(answer.into_inner().valid, "warm on the second replica");
+        let answer = gateway.validate(&client_id, &old).await.expect("answered");
+        assert!(answer.valid, "warm on the second replica");
     }
 
-    let new = admin
-        .generate_secret(generate(()))
-        .await
-        .expect("generated")
-        .into_inner()
-        .client_secret;
-    admin
-        .activate_secret(activate(&new))
-        .await
-        .expect("activated");
+    let (new, _) = admin.generate(org).await.expect("generated");
+    admin.activate(org, &new).await.expect("activated");
     let activated = std::time::Instant::now();
     loop {
-        let answer = gateway
-            .validate_client(validate(&old))
-            .await
-            .expect("answered");
-        if !answer.into_inner().valid {
+        let answer = gateway.validate(&client_id, &old).await.expect("answered");
+        if !answer.valid {
             break;
         }
         assert!(
@@ -255,12 +199,9 @@ async fn another_replica_stops_accepting(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = activated.elapsed();
-    let answer = gateway
-        .validate_client(validate(&new))
-        .await
-        .expect("answered");
+    let answer = gateway.validate(&client_id, &new).await.expect("answered");
     assert!(
-        answer.into_inner().valid,
+        answer.valid,
         "the new secret validates on the second replica"
     );
     first.terminate().await;
@@ -292,7 +233,7 @@ async fn another_sqlite_process_stops_accepting_a_revoked_secret_within_its_inte
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
-fn strict_throttle(settings: &mut integration_service::config::Settings) {
+fn strict_throttle(settings: &mut Settings) {
     settings.throttle.per_client_per_second = NonZeroU32::MIN;
     settings.throttle.per_client_burst = NonZeroU32::new(3).expect("non-zero");
     settings.throttle.overall_per_second = NonZeroU32::new(10);
@@ -302,13 +243,13 @@ fn strict_throttle(settings: &mut integration_service::config::Settings) {
 /// once: the throttle decides before any verify, so the answers do not
 /// depend on how fast verifies run on a busy machine.
 async fn flood_at_once(
-    app: &crate::helpers::TestApp,
+    app: &TestApp,
     client_ids: impl IntoIterator<Item = String>,
 ) -> Vec<Result<bool, Code>> {
     let calls: Vec<_> = client_ids
         .into_iter()
         .map(|client_id| {
-            let mut client = app.client.clone();
+            let mut client = app.raw();
             let wrong = ClientSecret::generate().expect("RNG").expose().to_owned();
             tokio::spawn(async move {
                 client
@@ -334,70 +275,61 @@ fn count(codes: &[Result<bool, Code>], wanted: Result<bool, Code>) -> usize {
     codes.iter().filter(|c| **c == wanted).count()
 }
 
-async fn throttling_refuses_floods_but_never_a_warm_client(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, strict_throttle).await else {
-        return;
-    };
-    let (client_id, value) = app.ready("org-flooded").await;
-    assert!(
-        app.is_valid(&client_id, &value).await,
-        "warm since its activation"
-    );
+on_every_backend! {
+    async fn throttling_refuses_floods_but_never_a_warm_client(app: TestApp)
+    with strict_throttle
+    {
+        let (client_id, value) = app.ready("org-flooded").await;
+        assert!(
+            app.is_valid(&client_id, &value).await,
+            "warm since its activation"
+        );
 
-    let codes = flood_at_once(&app, std::iter::repeat_n(client_id.clone(), 6)).await;
-    // Activating warmed the cache, so the flood meets the whole burst of 3.
-    assert_eq!(count(&codes, Ok(false)), 3, "the burst: {codes:?}");
-    assert_eq!(
-        count(&codes, Err(Code::ResourceExhausted)),
-        3,
-        "then refusals: {codes:?}"
-    );
-    assert!(
-        app.is_valid(&client_id, &value).await,
-        "the warm client is never refused"
-    );
+        let codes = flood_at_once(&app, std::iter::repeat_n(client_id.clone(), 6)).await;
+        // Activating warmed the cache, so the flood meets the whole burst of 3.
+        assert_eq!(count(&codes, Ok(false)), 3, "the burst: {codes:?}");
+        assert_eq!(
+            count(&codes, Err(Code::ResourceExhausted)),
+            3,
+            "then refusals: {codes:?}"
+        );
+        assert!(
+            app.is_valid(&client_id, &value).await,
+            "the warm client is never refused"
+        );
 
-    // An unknown client ID is throttled exactly like a known one.
-    let (other_client, _) = app.ready("org-flooded-too").await;
-    let unknown = ClientId::generate().expect("RNG");
-    let known_codes = flood_at_once(&app, std::iter::repeat_n(other_client, 6)).await;
-    let unknown_codes =
-        flood_at_once(&app, std::iter::repeat_n(unknown.as_str().to_owned(), 6)).await;
-    for codes in [&known_codes, &unknown_codes] {
-        assert_eq!(count(codes, Ok(false)), 3, "{codes:?}");
-        assert_eq!(count(codes, Err(Code::ResourceExhausted)), 3, "{codes:?}");
+        // An unknown client ID is throttled exactly like a known one.
+        let (other_client, _) = app.ready("org-flooded-too").await;
+        let unknown = ClientId::generate().expect("RNG");
+        let known_codes = flood_at_once(&app, std::iter::repeat_n(other_client, 6)).await;
+        let unknown_codes =
+            flood_at_once(&app, std::iter::repeat_n(unknown.as_str().to_owned(), 6)).await;
+        for codes in [&known_codes, &unknown_codes] {
+            assert_eq!(count(codes, Ok(false)), 3, "{codes:?}");
+            assert_eq!(count(codes, Err(Code::ResourceExhausted)), 3, "{codes:?}");
+        }
+
+        // Many client IDs exhaust the overall limit (10 a second, as a burst).
+        let fresh = (0..30).map(|_| ClientId::generate().expect("RNG").as_str().to_owned());
+        let codes = flood_at_once(&app, fresh).await;
+        let refused = count(&codes, Err(Code::ResourceExhausted));
+        assert_eq!(
+            refused + count(&codes, Ok(false)),
+            30,
+            "answered or refused, nothing else: {codes:?}"
+        );
+        assert!(refused >= 15, "only {refused} of 30 refused");
+        assert!(
+            app.is_valid(&client_id, &value).await,
+            "the warm client is still never refused"
+        );
+        let malformed = app
+            .validate(&client_id, "cas_short")
+            .await
+            .expect("answered");
+        assert!(
+            !malformed.valid,
+            "malformed values cost nothing and are not throttled"
+        );
     }
-
-    // Many client IDs exhaust the overall limit (10 a second, as a burst).
-    let fresh = (0..30).map(|_| ClientId::generate().expect("RNG").as_str().to_owned());
-    let codes = flood_at_once(&app, fresh).await;
-    let refused = count(&codes, Err(Code::ResourceExhausted));
-    assert_eq!(
-        refused + count(&codes, Ok(false)),
-        30,
-        "answered or refused, nothing else: {codes:?}"
-    );
-    assert!(refused >= 15, "only {refused} of 30 refused");
-    assert!(
-        app.is_valid(&client_id, &value).await,
-        "the warm client is still never refused"
-    );
-    let malformed = app
-        .validate(&client_id, "cas_short")
-        .await
-        .expect("answered");
-    assert!(
-        !malformed.valid,
-        "malformed values cost nothing and are not throttled"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_refuses_floods_but_never_a_warm_client_on_sqlite() {
-    throttling_refuses_floods_but_never_a_warm_client(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_refuses_floods_but_never_a_warm_client_on_postgres() {
-    throttling_refuses_floods_but_never_a_warm_client(Backend::Postgres).await;
 }

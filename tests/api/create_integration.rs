@@ -1,19 +1,20 @@
 use std::collections::HashSet;
 
+use support::{DEFAULT_DOMAIN, TestApp, expect_code, on_every_backend};
 use tonic::Code;
-
-use crate::helpers::{DEFAULT_DOMAIN, TestApp, expect_code};
-use crate::on_every_backend;
 
 on_every_backend! {
     async fn a_new_integration_has_a_client_id_the_default_domain_and_no_secret(app: TestApp) {
         let integration = app.create("org-new").await.expect("created");
-        assert_eq!(integration.organization_id, "org-new");
+        assert_eq!(integration.organization_id, "org-new", "the organization it was created for");
         assert_eq!(integration.domain, DEFAULT_DOMAIN, "default domain");
         assert!(!integration.custom_domain, "no custom domain yet");
         assert!(integration.active_secret.is_none(), "no active secret");
         assert!(integration.pending_secret.is_none(), "no pending secret");
-        assert!(integration.create_time.is_some() && integration.update_time.is_some());
+        assert!(
+            integration.create_time.is_some() && integration.update_time.is_some(),
+            "it has its times"
+        );
         let id = &integration.client_id;
         assert!(
             !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()),
@@ -50,7 +51,7 @@ on_every_backend! {
     async fn concurrent_creations_for_one_organization_create_exactly_one(app: TestApp) {
         let attempts: Vec<_> = (0..8)
             .map(|_| {
-                let app_client = app.client.clone();
+                let app_client = app.raw();
                 tokio::spawn(async move {
                     let mut client = app_client;
                     client

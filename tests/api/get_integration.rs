@@ -2,9 +2,7 @@ use prost::Message;
 use tonic::Code;
 
 use integration_service::proto::SecretState;
-
-use crate::helpers::{TestApp, expect_code};
-use crate::on_every_backend;
+use support::{TestApp, expect_code, on_every_backend};
 
 on_every_backend! {
     async fn an_unknown_organization_is_not_found(app: TestApp) {
@@ -21,17 +19,17 @@ on_every_backend! {
 
         let integration = app.get("org-tab").await.expect("readable");
         let active = integration.active_secret.expect("an active secret");
-        assert_eq!(active.state, SecretState::Active as i32);
+        assert_eq!(active.state, SecretState::Active as i32, "the active secret says so");
         assert_eq!(active.hint, active_value[60..], "hint is the last 4 characters");
-        assert!(active.activate_time.is_some() && active.create_time.is_some());
-        assert!(active.revoke_time.is_none());
+        assert!(active.activate_time.is_some() && active.create_time.is_some(), "it has its times");
+        assert!(active.revoke_time.is_none(), "it was never revoked");
 
         let shown_pending = integration.pending_secret.expect("a pending secret");
-        assert_eq!(shown_pending.id, pending.id);
-        assert_eq!(shown_pending.state, SecretState::Pending as i32);
-        assert_eq!(shown_pending.hint, pending_value[60..]);
-        assert!(shown_pending.activate_time.is_none());
-        assert_ne!(shown_pending.id, active.id);
+        assert_eq!(shown_pending.id, pending.id, "the pending secret is the one generated");
+        assert_eq!(shown_pending.state, SecretState::Pending as i32, "the pending secret says so");
+        assert_eq!(shown_pending.hint, pending_value[60..], "its hint is the last 4 characters");
+        assert!(shown_pending.activate_time.is_none(), "it was never activated");
+        assert_ne!(shown_pending.id, active.id, "two secrets, two ids");
     }
 }
 

@@ -1,21 +1,25 @@
 //! Integration tests: the real server on a free port, called through the
-//! generated tonic client, on SQLite and on PostgreSQL.
+//! generated tonic client, on SQLite and on PostgreSQL. The harness is the
+//! `support` crate.
 
 // A test that meets a broken precondition should fail loudly, right there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod helpers;
-
 mod activate_secret;
 mod auth;
+mod binary;
 mod cache;
 mod create_integration;
 mod faults;
 mod generate_secret;
 mod get_integration;
 mod model;
-mod process;
 mod races;
 mod service;
+mod tls;
 mod validate_client;
 mod wire;
+
+/// The service binary this test crate was built with: only the crate that
+/// builds it can name it, so the tests hand it to the harness.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_integration-service");

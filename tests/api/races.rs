@@ -8,12 +8,9 @@ use std::{
     time::Duration,
 };
 
-use integration_service::{proto, store::Store};
-use sea_orm::ConnectionTrait;
+use integration_service::proto;
+use support::{TestApp, on_every_backend, tables};
 use tonic::Code;
-
-use crate::helpers::TestApp;
-use crate::on_every_backend;
 
 on_every_backend! {
     async fn racing_replicas_keep_one_active_and_one_pending_secret(app: TestApp) {
@@ -24,11 +21,12 @@ on_every_backend! {
         let racing = Arc::new(AtomicBool::new(true));
         let checker = {
             let racing = racing.clone();
-            let store = app.store.clone();
+            let tables = app.tables().clone();
             tokio::spawn(async move {
                 let mut reads = 0;
                 while racing.load(Ordering::SeqCst) {
-                    let (active, pending) = live_secrets(&store, "org-replicas").await;
+                    let tables::LiveSecrets { active, pending, .. } =
+                        tables::live_secrets_of(&tables, "org-replicas").await;
                     assert_eq!(active, 1, "exactly one active secret at every moment");
                     assert!(pending <= 1, "{pending} pending secrets at once");
                     reads += 1;
@@ -41,7 +39,7 @@ on_every_backend! {
         // activating its own value, three times.
         let callers: Vec<_> = (0..8)
             .map(|n| {
-                let mut client = if n % 2 == 0 { app.client.clone() } else { replica.client.clone() };
+                let mut client = if n % 2 == 0 { app.raw() } else { replica.raw() };
                 tokio::spawn(async move {
                     let mut outcomes = Vec::new();
                     for _ in 0..3 {
@@ -84,8 +82,9 @@ on_every_backend! {
         assert!(!activated.is_empty(), "at least one activation won");
         let rows = app.secret_rows("org-replicas").await;
         assert_eq!(rows.len(), generated + 1, "every generated secret was stored once");
-        assert_eq!(app.count_in_state("org-replicas", "active").await, 1);
-        assert!(app.count_in_state("org-replicas", "pending").await <= 1);
+        assert_eq!(app.count_in_state("org-replicas", "active").await, 1, "one active secret");
+        let pending = app.count_in_state("org-replicas", "pending").await;
+        assert!(pending <= 1, "{pending} pending secrets");
         // The replica may have cached a value the other replica revoked
         // last: it learns of that within the revalidation bound (at once on
         // PostgreSQL, by notification; within 500 ms on SQLite).
@@ -131,8 +130,8 @@ on_every_backend! {
             }
             assert!(replica.is_valid(&client_id, &active).await, "one secret is active");
             assert!(!replica.is_valid(&client_id, &newer).await, "the newest is still pending");
-            assert_eq!(app.count_in_state("org-swap", "active").await, 1);
-            assert_eq!(app.count_in_state("org-swap", "pending").await, 1);
+            assert_eq!(app.count_in_state("org-swap", "active").await, 1, "one active secret");
+            assert_eq!(app.count_in_state("org-swap", "pending").await, 1, "one pending secret");
         }
     }
 }
@@ -142,23 +141,3 @@ on_every_backend! {
 /// again for a check on a busy machine. On PostgreSQL the notification
 /// makes it milliseconds.
 const REPLICA_BOUND: Duration = Duration::from_secs(1);
-
-/// How many ACTIVE and PENDING secrets the organization has, in one read.
-async fn live_secrets(store: &Store, organization_id: &str) -> (i64, i64) {
-    let sql = format!(
-        "SELECT \
-           COALESCE(SUM(CASE WHEN state = 'active' THEN 1 ELSE 0 END), 0) AS active, \
-           COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS pending \
-         FROM secrets WHERE organization_id = '{organization_id}'"
-    );
-    let row = store
-        .connection()
-        .query_one_raw(sea_orm::Statement::from_string(store.backend(), sql))
-        .await
-        .expect("the secrets table is readable")
-        .expect("one row");
-    (
-        row.try_get("", "active").expect("a count"),
-        row.try_get("", "pending").expect("a count"),
-    )
-}

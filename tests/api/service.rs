@@ -1,31 +1,26 @@
 //! The service around the RPCs: health, reflection, restarts, shutdown.
 
-use sea_orm::ConnectionTrait;
-use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+use integration_service::{
+    config::Settings,
+    domain::{ClientSecret, HashParams},
+    proto,
 };
-
-use crate::helpers::{Backend, TestApp, expect_code, spawn_app, spawn_app_with};
-use crate::on_every_backend;
+use support::{Backend, TestApp, expect_code, health_status, on_every_backend, spawn_app};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const SERVICE: &str = "centralauth.integration.v1.IntegrationService";
 
 async fn health(app: &TestApp, service: &str) -> ServingStatus {
-    let mut client = HealthClient::new(app.channel().await);
-    let response = client
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
+    health_status(app.channel().await, service)
         .await
-        .expect("health answers");
-    response.into_inner().status()
+        .expect("health answers")
 }
 
 on_every_backend! {
     async fn health_reports_serving_for_the_server_and_the_service(app: TestApp) {
-        assert_eq!(health(&app, "").await, ServingStatus::Serving);
-        assert_eq!(health(&app, SERVICE).await, ServingStatus::Serving);
+        assert_eq!(health(&app, "").await, ServingStatus::Serving, "the server");
+        assert_eq!(health(&app, SERVICE).await, ServingStatus::Serving, "the service");
     }
 }
 
@@ -36,11 +31,11 @@ on_every_backend! {
         let app = app.restart().await;
         assert!(app.is_valid(&client_id, &active).await, "the active secret still validates");
         let integration = app.get("org-durable").await.expect("readable");
-        assert_eq!(integration.client_id, client_id);
+        assert_eq!(integration.client_id, client_id, "the client ID is kept");
         assert!(integration.pending_secret.is_some(), "the pending secret is still there");
         app.activate("org-durable", &pending).await.expect("and still activates");
-        assert!(app.is_valid(&client_id, &pending).await);
-        assert!(!app.is_valid(&client_id, &active).await);
+        assert!(app.is_valid(&client_id, &pending).await, "the activated secret validates");
+        assert!(!app.is_valid(&client_id, &active).await, "the one before is revoked");
     }
 }
 
@@ -116,40 +111,17 @@ async fn while_the_database_is_away_calls_are_unavailable_and_health_says_so() {
     let (client_id, value) = app.ready("org-outage").await;
     let name = app
         .database
-        .url
-        .rsplit('/')
-        .next()
-        .expect("a database name")
+        .name()
+        .expect("a PostgreSQL database has a name")
         .to_owned();
-    let admin = sea_orm::Database::connect(
-        std::env::var("TEST_DATABASE_URL").expect("set, since the app is on PostgreSQL"),
-    )
-    .await
-    .expect("admin connection");
-    let outage = |allow: bool| {
-        let name = name.clone();
-        let admin = admin.clone();
-        async move {
-            admin
-                .execute_unprepared(&format!(
-                    "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {allow}"
-                ))
-                .await
-                .expect("altered");
-            if !allow {
-                admin
-                    .execute_unprepared(&format!(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-                    ))
-                    .await
-                    .expect("connections terminated");
-            }
-        }
-    };
 
-    outage(false).await;
+    app.database.allow_connections(false).await;
     wait_for_health(&app, ServingStatus::NotServing).await;
-    assert_eq!(health(&app, SERVICE).await, ServingStatus::NotServing);
+    assert_eq!(
+        health(&app, SERVICE).await,
+        ServingStatus::NotServing,
+        "the service too"
+    );
     let message = expect_code(app.get("org-outage").await, Code::Unavailable);
     assert!(
         !message.contains(&name),
@@ -157,7 +129,7 @@ async fn while_the_database_is_away_calls_are_unavailable_and_health_says_so() {
     );
     expect_code(app.validate(&client_id, &value).await, Code::Unavailable);
 
-    outage(true).await;
+    app.database.allow_connections(true).await;
     wait_for_health(&app, ServingStatus::Serving).await;
     assert!(
         app.is_valid(&client_id, &value).await,
@@ -179,50 +151,37 @@ async fn wait_for_health(app: &TestApp, status: ServingStatus) {
 
 /// Hashing at 128 MiB and 10 passes takes about a second here: long enough to
 /// stop the server while a generation is in flight.
-async fn shutdown_finishes_the_calls_in_flight_and_refuses_new_ones(backend: Backend) {
-    let slow = integration_service::domain::HashParams::new(128 * 1024, 10, 1).expect("valid");
-    let Some(mut app) = spawn_app_with(backend, |settings| settings.hashing.params = slow).await
-    else {
-        return;
-    };
-    app.create("org-shutdown").await.expect("created");
-    let in_flight = {
-        let mut client = app.client.clone();
-        tokio::spawn(async move {
-            client
-                .generate_secret(integration_service::proto::GenerateSecretRequest {
-                    organization_id: "org-shutdown".into(),
-                })
-                .await
-        })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    app.stop().await;
-    let response = in_flight.await.expect("the task completes");
-    let value = response
-        .expect("the call in flight completed")
-        .into_inner()
-        .client_secret;
-    assert!(
-        integration_service::domain::ClientSecret::parse(&value).is_ok(),
-        "and returned a whole secret"
-    );
-    assert!(
-        app.get("org-shutdown").await.is_err(),
-        "a stopped server takes no new calls"
-    );
-    let app = app.restart().await;
-    app.activate("org-shutdown", &value)
-        .await
-        .expect("the returned secret was committed");
+fn slow_hashing(settings: &mut Settings) {
+    settings.hashing.params = HashParams::new(128 * 1024, 10, 1).expect("valid");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_the_calls_in_flight_on_sqlite() {
-    shutdown_finishes_the_calls_in_flight_and_refuses_new_ones(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_the_calls_in_flight_on_postgres() {
-    shutdown_finishes_the_calls_in_flight_and_refuses_new_ones(Backend::Postgres).await;
+on_every_backend! {
+    async fn shutdown_finishes_the_calls_in_flight_and_refuses_new_ones(mut app: TestApp)
+    with slow_hashing
+    {
+        app.create("org-shutdown").await.expect("created");
+        let in_flight = {
+            let mut client = app.raw();
+            tokio::spawn(async move {
+                client
+                    .generate_secret(proto::GenerateSecretRequest {
+                        organization_id: "org-shutdown".into(),
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        app.stop().await;
+        let response = in_flight.await.expect("the task completes");
+        let value = response
+            .expect("the call in flight completed")
+            .into_inner()
+            .client_secret;
+        assert!(ClientSecret::parse(&value).is_ok(), "and returned a whole secret");
+        assert!(app.get("org-shutdown").await.is_err(), "a stopped server takes no new calls");
+        let app = app.restart().await;
+        app.activate("org-shutdown", &value)
+            .await
+            .expect("the returned secret was committed");
+    }
 }

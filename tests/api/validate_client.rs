@@ -1,15 +1,13 @@
+use support::{DEFAULT_DOMAIN, TestApp, expect_code, on_every_backend};
 use tonic::Code;
-
-use crate::helpers::{DEFAULT_DOMAIN, TestApp, expect_code};
-use crate::on_every_backend;
 
 on_every_backend! {
     async fn the_active_secret_validates_with_the_organization_and_domain(app: TestApp) {
         let (client_id, value) = app.ready("org-valid").await;
         let response = app.validate(&client_id, &value).await.expect("answered");
-        assert!(response.valid);
-        assert_eq!(response.organization_id, "org-valid");
-        assert_eq!(response.domain, DEFAULT_DOMAIN);
+        assert!(response.valid, "the active pair validates");
+        assert_eq!(response.organization_id, "org-valid", "with its organization");
+        assert_eq!(response.domain, DEFAULT_DOMAIN, "and its domain");
     }
 }
 
@@ -78,6 +76,6 @@ on_every_backend! {
         }
         let exactly_256 = "a".repeat(256);
         let response = app.validate(&client_id, &exactly_256).await.expect("256 bytes is allowed");
-        assert!(!response.valid);
+        assert!(!response.valid, "an allowed length, and still a wrong secret");
     }
 }

@@ -1,101 +1,25 @@
 //! Whatever bytes arrive, the caller gets a status and the server keeps
 //! serving.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
-use bytes::{Buf, BufMut};
-use http::uri::PathAndQuery;
 use proptest::{prelude::*, sample::select, strategy::ValueTree, test_runner::TestRunner};
+use support::{Backend, TestApp, health_status, spawn_app, spawn_app_with};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     time::timeout,
 };
-use tonic::{
-    Code, Request, Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    transport::Channel,
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+mod raw;
+
+use raw::{
+    Answer, DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, SETTINGS, call_with_raw_body, frame,
+    get_request_with, grpc_message, message_with, request_header_block, send_raw, send_raw_on,
+    server_closes,
 };
-
-use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
-
-/// Sends and receives message bodies as raw bytes, so a test can put
-/// anything on the wire.
-#[derive(Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
-
-async fn send_raw(app: &TestApp, method: &str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
-    send_raw_on(app.channel().await, method, body).await
-}
-
-/// Like [`send_raw`], on a connection the caller keeps.
-async fn send_raw_on(channel: Channel, method: &str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("ready");
-    let path = PathAndQuery::try_from(format!(
-        "/centralauth.integration.v1.IntegrationService/{method}"
-    ))
-    .expect("a path");
-    grpc.unary(Request::new(body), path, RawCodec)
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// A GetIntegrationRequest whose organization_id field holds `value` as is.
-fn get_request_with(value: &[u8]) -> Vec<u8> {
-    message_with(&[value])
-}
-
-/// A message whose string fields 1, 2, … hold `fields` as they are, valid
-/// UTF-8 or not: every request of the API is one or two strings.
-fn message_with(fields: &[&[u8]]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (number, value) in (1u8..).zip(fields) {
-        body.push(number << 3 | 2); // length-delimited
-        let mut len = value.len();
-        while len >= 0x80 {
-            body.push((len as u8 & 0x7f) | 0x80);
-            len >>= 7;
-        }
-        body.push(len as u8);
-        body.extend_from_slice(value);
-    }
-    body
-}
 
 #[tokio::test]
 async fn oversized_messages_are_resource_exhausted_and_the_server_keeps_serving() {
@@ -155,7 +79,7 @@ async fn an_unknown_method_is_unimplemented() {
     let status = send_raw(&app, "DeleteEverything", Vec::new())
         .await
         .expect_err("refused");
-    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
 }
 
 #[tokio::test]
@@ -187,22 +111,11 @@ const NO_HANG: Duration = Duration::from_secs(10);
 /// The server still does its job: health answers SERVING, a real pair
 /// validates and an integration reads back.
 async fn assert_still_serving(app: &TestApp, (client_id, value): &(String, String), after: &str) {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
-    let mut health = HealthClient::new(app.channel().await);
-    let status = timeout(
-        NO_HANG,
-        health.check(HealthCheckRequest {
-            service: String::new(),
-        }),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("after {after}: health answers"))
-    .unwrap_or_else(|s| panic!("after {after}: health check failed: {s:?}"))
-    .into_inner()
-    .status;
-    assert_eq!(status, ServingStatus::Serving as i32, "after {after}");
+    let status = timeout(NO_HANG, health_status(app.channel().await, ""))
+        .await
+        .unwrap_or_else(|_| panic!("after {after}: health answers"))
+        .unwrap_or_else(|s| panic!("after {after}: health check failed: {s:?}"));
+    assert_eq!(status, ServingStatus::Serving, "after {after}");
     let valid = timeout(NO_HANG, app.is_valid(client_id, value)).await;
     assert_eq!(
         valid.ok(),
@@ -218,76 +131,6 @@ async fn assert_still_serving(app: &TestApp, (client_id, value): &(String, Strin
 
 /// The organization the wire tests keep checking.
 const WIRE_ORG: &str = "org-wire-check";
-
-/// What the server did with a connection: the bytes it sent before closing
-/// it. Panics if it neither closes nor resets it within [`NO_HANG`].
-async fn server_closes(mut connection: TcpStream, what: &str) -> usize {
-    let mut received = 0;
-    let mut buffer = vec![0; 64 * 1024];
-    let read_all = async {
-        loop {
-            match connection.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => received += n,
-            }
-        }
-    };
-    timeout(NO_HANG, read_all)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: the server kept the connection open"));
-    received
-}
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// An HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let length = u32::try_from(payload.len()).expect("a small frame");
-    let mut frame = length.to_be_bytes()[1..].to_vec();
-    frame.extend([kind, flags]);
-    frame.extend(stream.to_be_bytes());
-    frame.extend(payload);
-    frame
-}
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const SETTINGS: u8 = 0x4;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
-/// A header block (HPACK, each field a literal without indexing) for a
-/// gRPC call of `method`.
-fn request_header_block(address: SocketAddr, method: &str) -> Vec<u8> {
-    let path = format!("/centralauth.integration.v1.IntegrationService/{method}");
-    let authority = address.to_string();
-    let mut block = Vec::new();
-    for (name, value) in [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", path.as_str()),
-        (":authority", authority.as_str()),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ] {
-        block.push(0x00);
-        for string in [name, value] {
-            // Every string here is shorter than 127 bytes: its length fits
-            // the 7-bit prefix.
-            block.push(u8::try_from(string.len()).expect("short"));
-            block.extend(string.as_bytes());
-        }
-    }
-    block
-}
-
-/// A gRPC message: the uncompressed flag, the length, the bytes.
-fn grpc_message(body: &[u8]) -> Vec<u8> {
-    let mut message = vec![0];
-    message.extend(u32::try_from(body.len()).expect("small").to_be_bytes());
-    message.extend(body);
-    message
-}
 
 #[tokio::test]
 async fn garbage_on_the_port_closes_the_connection_and_the_server_keeps_serving() {
@@ -395,72 +238,6 @@ async fn a_connection_cut_short_is_closed_and_the_server_keeps_serving() {
         .await
         .expect("the complete request is answered");
     println!("wire: connections cut short: {} cases", cases.len());
-}
-
-/// How the server answered a call made over raw HTTP/2.
-#[derive(Debug, PartialEq)]
-enum Answer {
-    /// A gRPC status, from the trailers or a trailers-only response.
-    Grpc(Code),
-    /// An HTTP response without a gRPC status.
-    Http(http::StatusCode),
-    /// The stream or connection was reset or closed.
-    Closed(String),
-}
-
-/// Calls `method` over a fresh HTTP/2 connection, with `headers` added to
-/// the request's and `body` sent as it is, whatever it holds.
-async fn call_with_raw_body(
-    app: &TestApp,
-    method: &str,
-    headers: &[(String, String)],
-    body: Vec<u8>,
-) -> Answer {
-    let call = async {
-        let connection = TcpStream::connect(app.address).await?;
-        let (client, connection) = h2::client::handshake(connection).await?;
-        tokio::spawn(connection);
-        let mut request = http::Request::post(format!(
-            "http://{}/centralauth.integration.v1.IntegrationService/{method}",
-            app.address
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let request = request.body(()).expect("a request");
-        let (response, mut stream) = client.ready().await?.send_request(request, false)?;
-        stream.send_data(body.into(), true)?;
-        let response = response.await?;
-        let grpc_status = |headers: &http::HeaderMap| {
-            headers
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
-                .map(|code| Answer::Grpc(Code::from(code)))
-        };
-        if let Some(answer) = grpc_status(response.headers()) {
-            return Ok(answer);
-        }
-        let status = response.status();
-        let mut body = response.into_body();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-        }
-        let trailers = body.trailers().await?;
-        Ok::<_, Box<dyn std::error::Error>>(
-            trailers
-                .as_ref()
-                .and_then(grpc_status)
-                .unwrap_or(Answer::Http(status)),
-        )
-    };
-    match timeout(NO_HANG, call).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(error)) => Answer::Closed(error.to_string()),
-        Err(_) => panic!("{method}: no answer within {NO_HANG:?}"),
-    }
 }
 
 /// A well-framed GetIntegration request for [`WIRE_ORG`], and bodies that
@@ -723,7 +500,11 @@ async fn requests_with_random_fields_each_get_a_status_the_spec_allows() {
             if real_pair {
                 assert!(response.valid, "the real pair validates");
             } else {
-                assert_eq!(response, ValidateClientResponse::default());
+                assert_eq!(
+                    response,
+                    ValidateClientResponse::default(),
+                    "any other pair is invalid and says nothing more"
+                );
             }
         }
         *answers.entry(format!("{method} {code:?}")).or_default() += 1;
