@@ -45,18 +45,28 @@ pub async fn subscribe(store: &Store) -> Result<Option<Subscription>, sqlx::Erro
         return Ok(None);
     }
     let pool = store.connection().get_postgres_connection_pool().clone();
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen(SECRET_ACTIVATED).await?;
     Ok(Some(Subscription {
-        listener,
+        listener: listen(&pool).await?,
         pool,
         replica: store.replica(),
     }))
 }
 
+/// A listener on the activations channel that reports a lost connection
+/// at once. (By default sqlx first tries to reconnect, to a database that
+/// may just have gone away, and only then reports the loss: the cache would
+/// go on trusting its entries for as long as that attempt takes.)
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.eager_reconnect(false);
+    listener.listen(SECRET_ACTIVATED).await?;
+    Ok(listener)
+}
+
 impl Subscription {
     /// Applies notifications to `cache` until the returned handle is
-    /// aborted, reconnecting whenever the connection fails.
+    /// aborted, reconnecting whenever the connection is lost: at once, then
+    /// every [`RETRY_AFTER`].
     pub fn follow(self, cache: Arc<CredentialCache>) -> JoinHandle<()> {
         let Self {
             mut listener,
@@ -64,39 +74,39 @@ impl Subscription {
             replica,
         } = self;
         tokio::spawn(async move {
-            follow(&mut listener, &cache, replica).await;
-            // Notices sent until the connection is back are lost: nothing
-            // cached before now is trusted without a database read.
-            cache.forget_all();
-            // Warn once per outage, not once per retry.
-            let mut warned = false;
             loop {
-                tokio::time::sleep(RETRY_AFTER).await;
-                let listening = match PgListener::connect_with(&pool).await {
-                    Ok(mut listener) => listener.listen(SECRET_ACTIVATED).await.map(|()| listener),
-                    Err(error) => Err(error),
-                };
-                match listening {
-                    Ok(mut listener) => {
-                        // What changed while nobody listened went unheard.
-                        cache.forget_all();
-                        info!("listening again for secret activations on other replicas");
-                        warned = false;
-                        follow(&mut listener, &cache, replica).await;
-                        cache.forget_all();
-                    }
-                    Err(error) if !warned => {
-                        warn!(%error, "cannot listen for secret activations; retrying");
-                        warned = true;
-                    }
-                    Err(_) => {}
-                }
+                follow(&mut listener, &cache, replica).await;
+                // Notices sent until the connection is back are lost:
+                // nothing cached before now is trusted without a database
+                // read.
+                cache.forget_all();
+                listener = reconnect(&pool).await;
+                // Nor what was read while nobody listened.
+                cache.forget_all();
+                info!("listening again for secret activations on other replicas");
             }
         })
     }
 }
 
-/// Applies notifications until the listener fails for good.
+/// Listens again, retrying until it can; warns once per outage, not once
+/// per retry.
+async fn reconnect(pool: &PgPool) -> PgListener {
+    let mut warned = false;
+    loop {
+        match listen(pool).await {
+            Ok(listener) => return listener,
+            Err(error) if !warned => {
+                warn!(%error, "cannot listen for secret activations; retrying");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
+
+/// Applies notifications until the listener's connection is lost.
 async fn follow(listener: &mut PgListener, cache: &CredentialCache, replica: Uuid) {
     loop {
         match listener.try_recv().await {
@@ -110,13 +120,11 @@ async fn follow(listener: &mut PgListener, cache: &CredentialCache, replica: Uui
                 None => cache.forget_all(),
             },
             Ok(None) => {
-                // The connection dropped and was re-established, listening
-                // again; what was sent in between is lost.
-                warn!("lost the connection that listens for secret activations; reconnected");
-                cache.forget_all();
+                warn!("lost the connection that listens for secret activations; reconnecting");
+                return;
             }
             Err(error) => {
-                warn!(%error, "listening for secret activations failed");
+                warn!(%error, "listening for secret activations failed; reconnecting");
                 return;
             }
         }
