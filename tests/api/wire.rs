@@ -297,7 +297,7 @@ async fn a_grpc_message_cut_short_gets_a_status_and_the_server_keeps_serving() {
 }
 
 /// Broken framing is the caller's mistake, as malformed protobuf is, which
-/// the README answers INVALID_ARGUMENT. It reserves INTERNAL for bugs of the
+/// docs/api.md answers INVALID_ARGUMENT. It reserves INTERNAL for bugs of the
 /// service ("the details are in the service's log"), and codec.rs keeps
 /// prost's errors from being INTERNAL because that would page an operator.
 /// tonic answers broken framing INTERNAL, with its own message, before any

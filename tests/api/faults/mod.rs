@@ -2,7 +2,7 @@
 //! database going away under load, `kill -9` in the middle of rotations,
 //! and replicas racing on one database, a file each.
 //!
-//! Each test prints its figures (run with `--nocapture`); the README quotes
+//! Each test prints its figures (run with `--nocapture`); docs/reliability.md quotes
 //! them. No test prints a secret value.
 
 mod database_outage;

@@ -46,7 +46,7 @@ const PENDING_ACTIVATIONS: usize = 9;
 const MADE_UP_ACTIVATIONS: usize = 3;
 
 /// PostgreSQL only: several processes sharing one SQLite file are no
-/// deployment the README offers.
+/// deployment the documentation offers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_racing_keep_the_invariants_and_let_exactly_one_activation_win() {
     let Some(database) = TestDatabase::create(Backend::Postgres).await else {
