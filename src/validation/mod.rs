@@ -260,6 +260,22 @@ mod tests {
                 .expect("answered, not throttled")
         }
 
+        /// Creates `organization`'s integration and a pending secret.
+        async fn pending(&self, organization: &OrganizationId) -> (ClientId, ClientSecret) {
+            let client_id = self
+                .integrations
+                .create(organization)
+                .await
+                .expect("created")
+                .client_id;
+            let (secret, _) = self
+                .integrations
+                .generate_secret(organization)
+                .await
+                .expect("generated");
+            (client_id, secret)
+        }
+
         async fn activate(&self, organization: &OrganizationId, secret: &ClientSecret) {
             self.integrations
                 .activate_secret(organization, &Ok(secret.clone()))
@@ -384,17 +400,7 @@ mod tests {
         // No cache miss allowed after the first: a verify would be refused.
         let service = service(&dir, 1).await;
         let org = OrganizationId::parse("org-proven".into()).expect("valid");
-        let client_id = service
-            .integrations
-            .create(&org)
-            .await
-            .expect("created")
-            .client_id;
-        let (secret, _) = service
-            .integrations
-            .generate_secret(&org)
-            .await
-            .expect("generated");
+        let (client_id, secret) = service.pending(&org).await;
         service.activate(&org, &secret).await;
         let fingerprint = service.cache.fingerprint(&client_id, &secret);
         assert!(
@@ -437,17 +443,7 @@ mod tests {
         // One cache miss per client ID: a second verification would be refused.
         let service = Arc::new(service(&dir, 1).await);
         let org = OrganizationId::parse("org-burst".into()).expect("valid");
-        let client_id = service
-            .integrations
-            .create(&org)
-            .await
-            .expect("created")
-            .client_id;
-        let (secret, _) = service
-            .integrations
-            .generate_secret(&org)
-            .await
-            .expect("generated");
+        let (client_id, secret) = service.pending(&org).await;
         service.activate(&org, &secret).await;
         // As after a restart: nothing is cached.
         service.cache.forget(&client_id);
@@ -479,17 +475,7 @@ mod tests {
         let slow_side = service_hashing_at(&dir, 1_000, slow).await;
         let service = Arc::new(service(&dir, 1_000).await);
         let org = OrganizationId::parse("org-swap".into()).expect("valid");
-        let client_id = slow_side
-            .integrations
-            .create(&org)
-            .await
-            .expect("created")
-            .client_id;
-        let (old, _) = slow_side
-            .integrations
-            .generate_secret(&org)
-            .await
-            .expect("generated");
+        let (client_id, old) = slow_side.pending(&org).await;
         slow_side.activate(&org, &old).await;
         let (new, _) = service
             .integrations
