@@ -349,8 +349,7 @@ mod tests {
         let service = service(&dir, 1_000).await;
         let (integrations, cache) = (&service.integrations, &service.cache);
         let org = OrganizationId::parse("org-cache".into()).expect("valid");
-        let client_id = integrations.create(&org).await.expect("created").client_id;
-        let (pending, _) = integrations.generate_secret(&org).await.expect("generated");
+        let (client_id, pending) = service.pending(&org).await;
         let wrong = ClientSecret::generate().expect("RNG");
         let unknown = ClientId::generate().expect("RNG");
 
