@@ -81,7 +81,7 @@ pub async fn run(bench: &mut Bench<'_>) -> Res<(Vec<Measured>, Vec<Check>)> {
 /// real client's figures and the flood's.
 async fn attack(bench: &mut Bench<'_>, flood: Flood) -> Res<(Measured, Vec<Measured>)> {
     let options = bench.options;
-    let channels = &bench.channels;
+    let connections = &bench.connections;
     let real_streams = options.attack_streams;
     let (real_rate, flood_rate) = match flood {
         Flood::None => (Some(options.real_rate), None),
@@ -90,7 +90,7 @@ async fn attack(bench: &mut Bench<'_>, flood: Flood) -> Res<(Measured, Vec<Measu
     };
     let mut groups = vec![Group {
         name: "attack: real client".into(),
-        channels: channels[..1].to_vec(),
+        connections: connections[..1].to_vec(),
         streams: real_streams,
         op: bench.warm_op.clone(),
         rate: real_rate,
@@ -107,7 +107,7 @@ async fn attack(bench: &mut Bench<'_>, flood: Flood) -> Res<(Measured, Vec<Measu
     let bad_checksum = (flood_streams / 10).max(1);
     let wrong_secret = (flood_streams - bad_checksum) / 2;
     let unknown_client = flood_streams - bad_checksum - wrong_secret;
-    let mut flood_channels = channels[1..].to_vec();
+    let mut flood_connections = connections[1..].to_vec();
     for (name, kind, streams) in [
         (
             "attack: flood wrong secret",
@@ -130,7 +130,7 @@ async fn attack(bench: &mut Bench<'_>, flood: Flood) -> Res<(Measured, Vec<Measu
         }
         groups.push(Group {
             name: name.into(),
-            channels: flood_channels.clone(),
+            connections: flood_connections.clone(),
             streams,
             op: Op::Flood {
                 client_id: bench.reference.client_id.as_str().into(),
@@ -139,8 +139,8 @@ async fn attack(bench: &mut Bench<'_>, flood: Flood) -> Res<(Measured, Vec<Measu
             rate: flood_rate.map(|rate| rate * streams as f64 / flood_streams as f64),
         });
         // Spread the flood's streams evenly over its connections.
-        let len = flood_channels.len();
-        flood_channels.rotate_left(streams % len);
+        let len = flood_connections.len();
+        flood_connections.rotate_left(streams % len);
     }
     let mut measured = bench.generator.run(groups).await?;
     let flood = measured.split_off(1);

@@ -8,16 +8,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_service::proto::integration_service_client::IntegrationServiceClient;
 use serde_json::{Value, json};
+use support::ServerProcess;
 use tonic::Code;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::{
     Context, Res, machine,
-    ops::{Op, Outcome, WorkerState},
+    ops::{Op, Outcome, Stubs, WorkerState},
     options::Options,
-    server::{Server, Transport},
+    server::Connection,
 };
 
 /// A request that takes longer than this is counted as `CLIENT_TIMEOUT`
@@ -30,7 +29,7 @@ const MAX_OUTSTANDING: usize = 256;
 /// A set of workers with one purpose, measured together.
 pub struct Group {
     pub name: String,
-    pub channels: Vec<Transport>,
+    pub connections: Vec<Connection>,
     pub streams: usize,
     pub op: Op,
     /// Requests per second for the whole group; `None`: as fast as answers
@@ -114,7 +113,7 @@ impl Measured {
 
 pub struct Generator<'a> {
     pub options: &'a Options,
-    pub server: &'a mut Server,
+    pub server: &'a mut ServerProcess,
     pub ticks: f64,
     pub seed: u64,
 }
@@ -124,7 +123,7 @@ impl Generator<'_> {
     /// waits for the calls still in flight to finish (not measured), so the
     /// next phase starts on an idle server.
     pub async fn run(&mut self, groups: Vec<Group>) -> Res<Vec<Measured>> {
-        self.server.alive()?;
+        self.check_server().await?;
         let warmup = Duration::from_secs_f64(self.options.warmup);
         let duration = Duration::from_secs_f64(self.options.seconds);
         let begin = Instant::now();
@@ -136,13 +135,13 @@ impl Generator<'_> {
             let mut workers = Vec::new();
             for i in 0..group.streams {
                 self.seed = self.seed.wrapping_add(0x9E37_79B9);
-                let channel = group.channels[i % group.channels.len()].clone();
+                let connection = group.connections[i % group.connections.len()].clone();
                 let pace = group
                     .rate
                     .map(|rate| Duration::from_secs_f64(group.streams as f64 / rate));
                 workers.push(tokio::spawn(worker(
                     group.op.clone(),
-                    channel,
+                    connection,
                     self.seed,
                     pace,
                     measure_start,
@@ -153,7 +152,7 @@ impl Generator<'_> {
         }
 
         tokio::time::sleep_until(measure_start.into()).await;
-        let server_cpu_start = self.server.cpu_seconds(self.ticks);
+        let server_cpu_start = self.server_cpu_seconds();
         let bench_cpu_start = machine::cpu_seconds("self", self.ticks);
         let machine_start = machine::machine_busy_seconds(self.ticks);
         tokio::time::sleep_until(end.into()).await;
@@ -161,14 +160,13 @@ impl Generator<'_> {
             .zip(machine_start)
             .map(|(b, a)| b - a);
         let server_cpu = self
-            .server
-            .cpu_seconds(self.ticks)
+            .server_cpu_seconds()
             .zip(server_cpu_start)
             .map(|(b, a)| b - a);
         let bench_cpu = machine::cpu_seconds("self", self.ticks)
             .zip(bench_cpu_start)
             .map(|(b, a)| b - a);
-        let rss = self.server.rss_mib();
+        let rss = machine::memory_mib(self.server.pid(), "VmRSS:");
 
         let mut samples = Vec::new();
         for workers in handles {
@@ -178,7 +176,7 @@ impl Generator<'_> {
             }
             samples.push(merged);
         }
-        self.server.alive()?;
+        self.check_server().await?;
 
         let seconds = duration.as_secs_f64();
         let total: u64 = samples.iter().map(|s| s.latencies_ns.len() as u64).sum();
@@ -189,7 +187,7 @@ impl Generator<'_> {
             measured.push(Measured {
                 name: group.name,
                 streams: group.streams,
-                connections: group.channels.len().min(group.streams),
+                connections: group.connections.len().min(group.streams),
                 seconds,
                 requests,
                 throughput: requests as f64 / seconds,
@@ -232,10 +230,15 @@ impl Generator<'_> {
     }
 
     /// One group with all the concurrency over all the connections.
-    pub async fn run_one(&mut self, name: &str, channels: &[Transport], op: Op) -> Res<Measured> {
+    pub async fn run_one(
+        &mut self,
+        name: &str,
+        connections: &[Connection],
+        op: Op,
+    ) -> Res<Measured> {
         let group = Group {
             name: name.to_owned(),
-            channels: channels.to_vec(),
+            connections: connections.to_vec(),
             streams: self.options.concurrency,
             op,
             rate: None,
@@ -244,6 +247,19 @@ impl Generator<'_> {
             .await?
             .pop()
             .ok_or_else(|| format!("no measurement of {name}"))
+    }
+
+    /// A server that has exited fails the phase, with its last output.
+    async fn check_server(&mut self) -> Res<()> {
+        self.server
+            .check_running()
+            .await
+            .map_err(|failure| failure.to_string())
+    }
+
+    /// User plus system CPU seconds of the server, all its threads.
+    fn server_cpu_seconds(&self) -> Option<f64> {
+        machine::cpu_seconds(&self.server.pid().to_string(), self.ticks)
     }
 }
 
@@ -256,14 +272,13 @@ impl Generator<'_> {
 /// answers, up to [`MAX_OUTSTANDING`] at once.
 async fn worker(
     op: Op,
-    channel: Transport,
+    connection: Connection,
     seed: u64,
     pace: Option<Duration>,
     measure_start: Instant,
     end: Instant,
 ) -> Sample {
-    let mut client = IntegrationServiceClient::new(channel.clone());
-    let mut health = HealthClient::new(channel);
+    let mut stubs = Stubs::new(&op, &connection);
     let mut state = WorkerState::new(seed);
     let mut sample = Sample::default();
     let record = |sample: &mut Sample, outcome: Option<Outcome>, start: Instant, done: Instant| {
@@ -274,12 +289,9 @@ async fn worker(
     let Some(pace) = pace else {
         while Instant::now() < end {
             let start = Instant::now();
-            let outcome = tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                op.call(&mut client, &mut health, &mut state),
-            )
-            .await
-            .ok();
+            let outcome = tokio::time::timeout(REQUEST_TIMEOUT, op.call(&mut stubs, &mut state))
+                .await
+                .ok();
             record(&mut sample, outcome, start, Instant::now());
         }
         return sample;
@@ -291,11 +303,11 @@ async fn worker(
     while Instant::now() < end {
         tokio::select! {
             _ = ticks.tick(), if outstanding.len() < MAX_OUTSTANDING => {
-                let (op, mut client, mut health) = (op.clone(), client.clone(), health.clone());
+                let (op, mut stubs) = (op.clone(), stubs.clone());
                 let mut state = WorkerState::new(state.rng.next());
                 outstanding.spawn(async move {
                     let start = Instant::now();
-                    let call = op.call(&mut client, &mut health, &mut state);
+                    let call = op.call(&mut stubs, &mut state);
                     let outcome = tokio::time::timeout(REQUEST_TIMEOUT, call).await.ok();
                     // Timed here, not when this worker gets round to it.
                     (outcome, start, Instant::now())

@@ -17,11 +17,9 @@
 //!   readings (CPU time, memory, load), the header's facts (commit, CPU
 //!   model), and the reference of the cold goal, one argon2id verify timed
 //!   in this process.
-//! - `database.rs`: the databases a run creates (a temporary SQLite file,
-//!   PostgreSQL `bench_<random>` and `bench_pgbench_<random>`) and their
-//!   removal, also after Ctrl-C.
-//! - `server.rs`: the server process (start, read its log, watch it, kill
-//!   it) and the HTTP/2 connections to it, which carry the tokens.
+//! - `server.rs`: how the server process is started (tokens, flags, how
+//!   much of its log is kept) and the HTTP/2 connections to it, with a
+//!   client per role on each.
 //! - `seed.rs`: the reference organization made through the API, the bulk
 //!   seeding straight into the tables, and the read-back of seeded rows.
 //! - `ops.rs`: what a worker sends: health checks, warm and cold
@@ -35,6 +33,14 @@
 //! - `attack.rs`: the attack phase: the real client and the flood.
 //! - `report.rs`: the goals' rows and the report, as text and as JSON.
 //!
+//! The support crate, shared with the tests, drives the real binary: it
+//! makes the databases (a temporary SQLite file, PostgreSQL
+//! `bench_<random>` and pgbench's `bench_pgbench_<random>`, each dropped
+//! with its value), runs the server process (ready once its health
+//! answers, its log read to the end and counted, its pid for `/proc`,
+//! killed when dropped), and provides the clients that carry a token and
+//! the `Backend`.
+//!
 //! This file runs every backend, prints the report, and cleans up.
 
 // A benchmark may stop on a broken precondition (the OS has no random
@@ -42,7 +48,6 @@
 #![allow(clippy::expect_used)]
 
 mod attack;
-mod database;
 mod generator;
 mod machine;
 mod ops;
@@ -52,8 +57,6 @@ mod phases;
 mod report;
 mod seed;
 mod server;
-
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::json;
 
@@ -73,12 +76,6 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
     fn context(self, what: &str) -> Res<T> {
         self.map_err(|e| format!("{what}: {e}"))
     }
-}
-
-/// The lock, even if a task panicked while holding it: what it guards (log
-/// counts, names of databases to drop) stays usable.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn run(options: Options) -> Res<bool> {
@@ -108,7 +105,7 @@ async fn run(options: Options) -> Res<bool> {
 
     let mut reports = Vec::new();
     let mut failures = Vec::new();
-    for backend in options.backends() {
+    for &backend in options.backends() {
         match phases::run_backend(backend, &options, ticks).await {
             Ok(report) => reports.push(report),
             Err(e) => {
@@ -141,13 +138,14 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // An interruption drops the run's future here, before the process
+    // exits: its server and any pgbench are killed, and every database it
+    // created is dropped with its value (support's TestDatabase), the one
+    // being created included.
     let outcome = tokio::select! {
         outcome = run(options) => outcome,
         _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
     };
-    // After an interruption the run's future is dropped (its server and any
-    // pgbench killed with it); databases it created are still to be dropped.
-    database::drop_pending().await;
     match outcome {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

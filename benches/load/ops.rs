@@ -5,18 +5,16 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use integration_service::{
-    domain::ClientSecret,
-    proto::{self, integration_service_client::IntegrationServiceClient},
-};
-use tonic::Status;
+use integration_service::{domain::ClientSecret, proto};
+use support::RawClient;
+use tonic::{Status, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
 use crate::{
     seed::{COLD, SCALE},
-    server::Transport,
+    server::Connection,
 };
 
 /// What a worker sends, over and over.
@@ -62,6 +60,32 @@ pub enum FloodKind {
     BadChecksum,
 }
 
+/// What a worker calls through: the health service, and the
+/// IntegrationService with the token of the role its op needs. Made once
+/// per worker from its connection, so that a call costs no more than the
+/// generated client's own; an open-loop worker clones them for each call it
+/// starts.
+#[derive(Clone)]
+pub struct Stubs {
+    health: HealthClient<Channel>,
+    service: RawClient,
+}
+
+impl Stubs {
+    pub fn new(op: &Op, connection: &Connection) -> Self {
+        let role = match op {
+            Op::GetIntegration { .. } => &connection.admin,
+            Op::Health | Op::Validate { .. } | Op::ValidateCold { .. } | Op::Flood { .. } => {
+                &connection.validator
+            }
+        };
+        Self {
+            health: HealthClient::new(connection.channel.clone()),
+            service: role.raw(),
+        }
+    }
+}
+
 /// The result of one call: the status, and whether the answer was the
 /// positive one (valid=true, SERVING, an integration).
 pub type Outcome = Result<bool, Status>;
@@ -83,15 +107,12 @@ impl WorkerState {
 }
 
 impl Op {
-    pub async fn call(
-        &self,
-        client: &mut IntegrationServiceClient<Transport>,
-        health: &mut HealthClient<Transport>,
-        state: &mut WorkerState,
-    ) -> Outcome {
+    pub async fn call(&self, stubs: &mut Stubs, state: &mut WorkerState) -> Outcome {
+        let client = &mut stubs.service;
         match self {
             Op::Health => {
-                let response = health
+                let response = stubs
+                    .health
                     .check(HealthCheckRequest {
                         service: String::new(),
                     })
@@ -159,11 +180,7 @@ impl Op {
     }
 }
 
-async fn validate(
-    client: &mut IntegrationServiceClient<Transport>,
-    client_id: &str,
-    secret: &str,
-) -> Outcome {
+async fn validate(client: &mut RawClient, client_id: &str, secret: &str) -> Outcome {
     let response = client
         .validate_client(proto::ValidateClientRequest {
             client_id: client_id.to_owned(),

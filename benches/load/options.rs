@@ -2,32 +2,25 @@
 
 use std::{path::PathBuf, str::FromStr};
 
-use clap::{Parser, ValueEnum};
+use clap::{
+    Parser, ValueEnum,
+    builder::{PossibleValuesParser, TypedValueParser},
+};
+use support::Backend;
 
 use crate::Res;
 
-/// Where the server keeps its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+/// `--backend both`: PostgreSQL first.
+const BOTH: &[Backend] = &[Backend::Postgres, Backend::Sqlite];
 
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
-
-/// The choice of `--backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Backends {
-    Sqlite,
-    Postgres,
-    Both,
+/// The backends `--backend` names: `sqlite`, `postgres`, or `both`.
+fn backends() -> impl TypedValueParser<Value = &'static [Backend]> {
+    PossibleValuesParser::new(["sqlite", "postgres", "both"]).map(|choice| match choice.as_str() {
+        "sqlite" => &[Backend::Sqlite][..],
+        "postgres" => &[Backend::Postgres][..],
+        // The parser lets no other value through.
+        _ => BOTH,
+    })
 }
 
 /// A part of the run that `--phases` can select.
@@ -89,8 +82,8 @@ const POOL_DEFAULT: u32 = 16;
 pub struct Options {
     /// Where the server keeps its data [default: both when
     /// BENCH_DATABASE_URL is set, else sqlite]
-    #[arg(long, value_enum, value_name = "BACKEND")]
-    backend: Option<Backends>,
+    #[arg(long, value_parser = backends(), value_name = "BACKEND")]
+    backend: Option<&'static [Backend]>,
 
     /// PostgreSQL server and a database to connect to first,
     /// postgres://user@host:port/db; each run creates a database
@@ -203,17 +196,12 @@ impl Options {
     }
 
     /// The backends to run, PostgreSQL first.
-    pub fn backends(&self) -> Vec<Backend> {
-        let choice = self.backend.unwrap_or(if self.postgres_url().is_some() {
-            Backends::Both
+    pub fn backends(&self) -> &'static [Backend] {
+        self.backend.unwrap_or(if self.postgres_url().is_some() {
+            BOTH
         } else {
-            Backends::Sqlite
-        });
-        match choice {
-            Backends::Sqlite => vec![Backend::Sqlite],
-            Backends::Postgres => vec![Backend::Postgres],
-            Backends::Both => vec![Backend::Postgres, Backend::Sqlite],
-        }
+            &[Backend::Sqlite]
+        })
     }
 
     /// BENCH_DATABASE_URL; set but empty means none, so that

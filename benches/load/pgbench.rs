@@ -13,9 +13,13 @@
 use std::{io, path::PathBuf, process::Stdio, time::Duration};
 
 use serde_json::{Value, json};
+use support::TestDatabase;
 use tokio::process::Command;
 
-use crate::{Res, database::PostgresDatabase, machine, options::Options};
+use crate::{Res, machine, options::Options};
+
+/// The prefix of pgbench's scratch database, which the server never sees.
+const DATABASE_PREFIX: &str = "bench_pgbench";
 
 /// pgbench's scratch database: created and filled before the phase, dropped
 /// after the measurement.
@@ -48,7 +52,7 @@ impl Plan {
 }
 
 struct Prepared {
-    database: PostgresDatabase,
+    database: TestDatabase,
     target: Target,
 }
 
@@ -157,22 +161,17 @@ impl SelectOnly {
     }
 
     async fn initialize(plan: &Plan, admin_url: &str) -> Result<Prepared, Unmeasured> {
-        let database = PostgresDatabase::create(admin_url, "bench_pgbench_")
+        let database = TestDatabase::try_postgres(admin_url, DATABASE_PREFIX)
             .await
-            .map_err(Unmeasured::Failed)?;
+            .map_err(|e| Unmeasured::Failed(format!("creating its database: {e}")))?;
         let initialized = match Target::from_url(database.url()) {
             Ok(target) => pgbench(plan, &target, &["-i", "-q"], Duration::from_secs(600))
                 .await
                 .map(|_| target),
             Err(why) => Err(why),
         };
-        match initialized {
-            Ok(target) => Ok(Prepared { database, target }),
-            Err(why) => {
-                database.remove().await;
-                Err(why)
-            }
-        }
+        // On failure the database is dropped here, with its value.
+        initialized.map(|target| Prepared { database, target })
     }
 
     /// Runs `pgbench -S` and drops its database; `after` names the phase it
@@ -204,9 +203,9 @@ impl SelectOnly {
                             Unmeasured::Failed("no \"tps = \" line in its output".into())
                         })
                     });
-                let name = database.name().to_owned();
-                database.remove().await;
-                (Some(name), result)
+                let name = database.name().map(str::to_owned);
+                drop(database);
+                (name, result)
             }
         };
         match &result {

@@ -8,26 +8,48 @@ use std::sync::{
 };
 
 use sea_orm::{Database, DatabaseConnection};
+use support::{Backend, TestDatabase};
 
 use crate::{
     Context, Res, attack,
-    database::BenchDatabase,
     generator::{Generator, Measured},
     machine::{self, VerifyReference},
     ops::Op,
-    options::{Backend, Options, Phase, Scale},
+    options::{Options, Phase, Scale},
     pgbench::{PgbenchRun, SelectOnly},
     report::{BackendReport, Check, Verdict},
     seed::{self, COLD, Reference, SCALE, Seeding},
-    server::{self, Server, Transport},
+    server::{self, Connection},
 };
 
+/// The prefix of the PostgreSQL database a run's server works on.
+const DATABASE_PREFIX: &str = "bench";
+
+/// One backend on a database of its own, dropped at the end (the SQLite
+/// file's directory removed): when this returns, or when an interrupted
+/// run drops this future.
 pub async fn run_backend(backend: Backend, options: &Options, ticks: f64) -> Res<BackendReport> {
-    let database = BenchDatabase::create(backend, options.postgres_url()).await?;
-    eprintln!("\n== {} ({})", backend.name(), database.label);
-    let result = run_phases(&database, options, ticks).await;
-    database.remove().await;
-    result
+    let database = match backend {
+        Backend::Sqlite => TestDatabase::sqlite(),
+        Backend::Postgres => {
+            let admin_url = options.postgres_url().ok_or("no BENCH_DATABASE_URL")?;
+            TestDatabase::try_postgres(admin_url, DATABASE_PREFIX)
+                .await
+                .context("creating a database on BENCH_DATABASE_URL")?
+        }
+    };
+    let label = label(&database);
+    eprintln!("\n== {} ({label})", backend.name());
+    run_phases(&database, label, options, ticks).await
+}
+
+/// What the report calls a database: the SQLite file, or `database <name>`.
+fn label(database: &TestDatabase) -> String {
+    match (database.name(), database.file()) {
+        (Some(name), _) => format!("database {name}"),
+        (None, Some(file)) => file.display().to_string(),
+        (None, None) => database.to_string(),
+    }
 }
 
 /// What the phases found so far, in the order they ran.
@@ -44,7 +66,7 @@ struct Findings {
 pub struct Bench<'a> {
     pub backend: Backend,
     pub options: &'a Options,
-    pub channels: Vec<Transport>,
+    pub connections: Vec<Connection>,
     pub reference: Reference,
     db: DatabaseConnection,
     /// Warm ValidateClient of the reference client.
@@ -52,13 +74,18 @@ pub struct Bench<'a> {
     pub generator: Generator<'a>,
 }
 
-async fn run_phases(database: &BenchDatabase, options: &Options, ticks: f64) -> Res<BackendReport> {
-    let backend = database.backend;
-    let mut server = Server::start(&database.url, &options.server_args).await?;
-    eprintln!("  server pid {} on {}", server.pid, server.address);
-    let channels = server::connect(server.address, options.connections).await?;
-    let reference = seed::create_reference(&channels[0]).await?;
-    let db = Database::connect(&database.url)
+async fn run_phases(
+    database: &TestDatabase,
+    label: String,
+    options: &Options,
+    ticks: f64,
+) -> Res<BackendReport> {
+    let backend = database.backend();
+    let mut server = server::start(database.url(), &options.server_args).await?;
+    eprintln!("  server pid {} on {}", server.pid(), server.address());
+    let connections = server::connect(&server, options.connections).await?;
+    let reference = seed::create_reference(&connections[0]).await?;
+    let db = Database::connect(database.url())
         .await
         .context("the bench's own connection to the database")?;
     let warm_op = Op::Validate {
@@ -68,7 +95,7 @@ async fn run_phases(database: &BenchDatabase, options: &Options, ticks: f64) -> 
     let mut bench = Bench {
         backend,
         options,
-        channels,
+        connections,
         reference,
         db,
         warm_op,
@@ -105,12 +132,12 @@ async fn run_phases(database: &BenchDatabase, options: &Options, ticks: f64) -> 
     }
 
     let _ = bench.db.close().await;
-    let server_peak_rss_mib = server.peak_rss_mib();
+    let server_peak_rss_mib = machine::memory_mib(server.pid(), "VmHWM:");
     let server_log = server.log_counts();
     server.kill().await;
     Ok(BackendReport {
         backend,
-        database: database.label.clone(),
+        database: label,
         phases: found.phases,
         checks: found.checks,
         seeding: found.seeding,
@@ -126,7 +153,7 @@ impl Bench<'_> {
     /// `check` reads back and validates.
     async fn seed_scale(&self, from: u64, to: u64, check: u64) -> Res<Seeding> {
         let seeding = seed::seed(&self.db, self.backend, SCALE, from, to).await?;
-        seed::check_seeded(&self.channels[0], &self.reference, SCALE, check).await?;
+        seed::check_seeded(&self.connections[0], &self.reference, SCALE, check).await?;
         Ok(seeding)
     }
 
@@ -135,11 +162,11 @@ impl Bench<'_> {
         eprintln!("  phase warm (health, then warm ValidateClient)");
         let health = self
             .generator
-            .run_one("health", &self.channels, Op::Health)
+            .run_one("health", &self.connections, Op::Health)
             .await?;
         let warm = self
             .generator
-            .run_one("validate warm", &self.channels, self.warm_op.clone())
+            .run_one("validate warm", &self.connections, self.warm_op.clone())
             .await?;
         found.checks.push(Check::ratio(
             "warm ValidateClient / Health",
@@ -184,7 +211,7 @@ impl Bench<'_> {
             .generator
             .run_one(
                 &format!("validate warm @{low}"),
-                &self.channels,
+                &self.connections,
                 self.warm_op.clone(),
             )
             .await?;
@@ -199,7 +226,7 @@ impl Bench<'_> {
             .generator
             .run_one(
                 &format!("validate warm @{high}"),
-                &self.channels,
+                &self.connections,
                 self.warm_op.clone(),
             )
             .await?;
@@ -233,7 +260,7 @@ impl Bench<'_> {
         self.generator
             .run_one(
                 &format!("get @{integrations}"),
-                &self.channels,
+                &self.connections,
                 Op::GetIntegration {
                     count: integrations - 1,
                 },
@@ -249,7 +276,7 @@ impl Bench<'_> {
             .seeding
             .push(seed::seed(&self.db, self.backend, COLD, 1, pool).await?);
         // Cold organization 1 is spent on this check; the phase starts at 2.
-        seed::check_seeded(&self.channels[0], &self.reference, COLD, 1).await?;
+        seed::check_seeded(&self.connections[0], &self.reference, COLD, 1).await?;
 
         // The reference, measured right before and right after the phase
         // with the server idle: the machine's speed drifts by more than the
@@ -265,7 +292,7 @@ impl Bench<'_> {
             .generator
             .run_one(
                 "validate cold",
-                &self.channels,
+                &self.connections,
                 Op::ValidateCold {
                     next: next.clone(),
                     pool,

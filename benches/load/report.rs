@@ -4,14 +4,11 @@
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
+use support::{Backend, LogCounts};
 
 use crate::{
-    generator::Measured,
-    machine::VerifyReference,
-    options::{Backend, Options},
-    pgbench::PgbenchRun,
-    seed::Seeding,
-    server::{BINARY, LogCounts},
+    generator::Measured, machine::VerifyReference, options::Options, pgbench::PgbenchRun,
+    seed::Seeding, server::BINARY,
 };
 
 /// How a row of the goals table ends.

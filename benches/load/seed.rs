@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
-use integration_service::proto::{self, integration_service_client::IntegrationServiceClient};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use support::Backend;
 
-use crate::{Context, Res, options::Backend, server::Transport};
+use crate::{Context, Res, server::Connection};
 
 /// The organization created through the API; every seeded organization
 /// copies its secret's hash, hint and timestamps.
@@ -52,43 +52,28 @@ pub struct Reference {
 
 /// CreateIntegration, GenerateSecret, ActivateSecret, then one
 /// ValidateClient that must answer valid.
-pub async fn create_reference(channel: &Transport) -> Res<Reference> {
-    let mut client = IntegrationServiceClient::new(channel.clone());
-    let integration = client
-        .create_integration(proto::CreateIntegrationRequest {
-            organization_id: REFERENCE_ORG.into(),
-        })
+pub async fn create_reference(connection: &Connection) -> Res<Reference> {
+    let Connection {
+        admin, validator, ..
+    } = connection;
+    let integration = admin
+        .create(REFERENCE_ORG)
         .await
-        .context("CreateIntegration of the reference organization")?
-        .into_inner()
-        .integration
-        .ok_or("CreateIntegration returned no integration")?;
-    let secret = client
-        .generate_secret(proto::GenerateSecretRequest {
-            organization_id: REFERENCE_ORG.into(),
-        })
+        .context("CreateIntegration of the reference organization")?;
+    let (secret, _) = admin
+        .generate(REFERENCE_ORG)
         .await
-        .context("GenerateSecret")?
-        .into_inner()
-        .client_secret;
-    client
-        .activate_secret(proto::ActivateSecretRequest {
-            organization_id: REFERENCE_ORG.into(),
-            client_secret: secret.clone(),
-        })
+        .context("GenerateSecret")?;
+    admin
+        .activate(REFERENCE_ORG, &secret)
         .await
         .context("ActivateSecret")?;
     // One validation, as a gateway's first call: the phases measure the
     // steady state, not the first miss (and this checks that it validates).
-    let answer = client
-        .validate_client(proto::ValidateClientRequest {
-            client_id: integration.client_id.clone(),
-            client_secret: secret.clone(),
-            ..Default::default()
-        })
+    let answer = validator
+        .validate(&integration.client_id, &secret)
         .await
-        .context("ValidateClient of the reference organization")?
-        .into_inner();
+        .context("ValidateClient of the reference organization")?;
     if !answer.valid {
         return Err("the reference organization's secret does not validate".into());
     }
@@ -207,23 +192,18 @@ async fn count_integrations(db: &DatabaseConnection) -> Res<u64> {
 /// decodes every column, uuids and timestamps included) and checks that its
 /// client ID and the shared secret validate.
 pub async fn check_seeded(
-    channel: &Transport,
+    connection: &Connection,
     reference: &Reference,
     kind: Prefixes,
     n: u64,
 ) -> Res<()> {
     let organization = kind.organization(n);
     let client_id = kind.client_id(n);
-    let mut client = IntegrationServiceClient::new(channel.clone());
-    let integration = client
-        .get_integration(proto::GetIntegrationRequest {
-            organization_id: organization.clone(),
-        })
+    let integration = connection
+        .admin
+        .get(&organization)
         .await
-        .map_err(|s| format!("GetIntegration of seeded {organization}: {s}"))?
-        .into_inner()
-        .integration
-        .ok_or("no integration")?;
+        .map_err(|s| format!("GetIntegration of seeded {organization}: {s}"))?;
     let active = integration
         .active_secret
         .ok_or_else(|| format!("seeded {organization} has no active secret"))?;
@@ -234,15 +214,11 @@ pub async fn check_seeded(
             integration.client_id, active.hint
         ));
     }
-    let answer = client
-        .validate_client(proto::ValidateClientRequest {
-            client_id: client_id.clone(),
-            client_secret: reference.secret.clone(),
-            ..Default::default()
-        })
+    let answer = connection
+        .validator
+        .validate(&client_id, &reference.secret)
         .await
-        .map_err(|s| format!("ValidateClient of seeded {organization}: {s}"))?
-        .into_inner();
+        .map_err(|s| format!("ValidateClient of seeded {organization}: {s}"))?;
     if !answer.valid || answer.organization_id != organization {
         return Err(format!("seeded {organization} does not validate"));
     }

@@ -3,13 +3,15 @@
 //! dropped with it.
 
 use std::{
+    error::Error,
     fmt,
     io::Write,
+    path::{Path, PathBuf},
     sync::Once,
     time::{Duration, Instant},
 };
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement};
 
 /// The variable naming the PostgreSQL server that tests create their
 /// databases on, e.g. `postgres://postgres@127.0.0.1:5432/test`.
@@ -57,8 +59,14 @@ pub struct TestDatabase {
     backend: Backend,
     url: String,
     postgres: Option<PostgresDatabase>,
-    /// SQLite: the directory holding the file.
-    _dir: Option<tempfile::TempDir>,
+    /// SQLite: the file, and the directory holding it.
+    sqlite: Option<SqliteFile>,
+}
+
+/// Where an SQLite test database lives; the directory goes with it.
+struct SqliteFile {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 /// Where a PostgreSQL test database lives, to drop it.
@@ -70,6 +78,39 @@ struct PostgresDatabase {
 
 /// The prefix of the PostgreSQL databases the tests create.
 const TEST_DATABASE_PREFIX: &str = "integration_test";
+
+/// Why a PostgreSQL database could not be created.
+#[derive(Debug)]
+pub enum CreateDatabaseError {
+    /// The administrative URL is not `postgres://user@host:port/database`.
+    Url,
+    /// The server could not be reached through the administrative URL.
+    Connect(DbErr),
+    /// The server refused `CREATE DATABASE`.
+    Create(DbErr),
+}
+
+impl fmt::Display for CreateDatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the URL itself: it may hold a password.
+        match self {
+            Self::Url => f.write_str(
+                "the PostgreSQL URL does not have the form postgres://user@host:port/database",
+            ),
+            Self::Connect(e) => write!(f, "connecting to the PostgreSQL server: {e}"),
+            Self::Create(e) => write!(f, "CREATE DATABASE: {e}"),
+        }
+    }
+}
+
+impl Error for CreateDatabaseError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Url => None,
+            Self::Connect(e) | Self::Create(e) => Some(e),
+        }
+    }
+}
 
 impl TestDatabase {
     /// A new, empty database on `backend`; on PostgreSQL, on the server
@@ -87,12 +128,13 @@ impl TestDatabase {
     /// A new SQLite file in a temporary directory of its own.
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let url = format!("sqlite://{}/integration.db?mode=rwc", dir.path().display());
+        let path = dir.path().join("integration.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
         Self {
             backend: Backend::Sqlite,
             url,
             postgres: None,
-            _dir: Some(dir),
+            sqlite: Some(SqliteFile { path, _dir: dir }),
         }
     }
 
@@ -100,8 +142,26 @@ impl TestDatabase {
     /// `admin_url` names (any database of it that the user may connect to),
     /// for callers with a server of their own (the benchmark's
     /// `BENCH_DATABASE_URL`). `name_prefix` must be a valid unquoted SQL
-    /// identifier: lower-case letters, digits and underscores.
+    /// identifier: lower-case letters, digits and underscores. Panics if
+    /// the database cannot be created: [`TestDatabase::try_postgres`] says
+    /// why instead.
     pub async fn postgres(admin_url: &str, name_prefix: &str) -> Self {
+        match Self::try_postgres(admin_url, name_prefix).await {
+            Ok(database) => database,
+            Err(e) => panic!("a test database can be created: {e}"),
+        }
+    }
+
+    /// Like [`TestDatabase::postgres`], for a caller that reports a server
+    /// it cannot use instead of stopping (the benchmark goes on with its
+    /// other backend).
+    ///
+    /// The database is dropped with the returned value, and also if this
+    /// future is dropped half-way: an interrupted run leaves nothing behind.
+    pub async fn try_postgres(
+        admin_url: &str,
+        name_prefix: &str,
+    ) -> Result<Self, CreateDatabaseError> {
         assert!(
             !name_prefix.is_empty()
                 && name_prefix
@@ -110,23 +170,30 @@ impl TestDatabase {
             "a database name prefix is a plain SQL identifier: {name_prefix:?}"
         );
         let name = format!("{name_prefix}_{}", uuid::Uuid::new_v4().simple());
+        let url = with_database(admin_url, &name).ok_or(CreateDatabaseError::Url)?;
         let admin = Database::connect(admin_url)
             .await
-            .expect("the admin URL names a reachable PostgreSQL server");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("a test database can be created");
-        let _ = admin.close().await;
-        Self {
+            .map_err(CreateDatabaseError::Connect)?;
+        let create = format!("CREATE DATABASE {name}");
+        // Armed before CREATE DATABASE: if this future is dropped while the
+        // server creates it, the guard drops it (IF EXISTS) all the same.
+        let mut database = Self {
             backend: Backend::Postgres,
-            url: with_database(admin_url, &name),
+            url,
             postgres: Some(PostgresDatabase {
                 admin_url: admin_url.to_owned(),
                 name,
             }),
-            _dir: None,
+            sqlite: None,
+        };
+        let created = admin.execute_unprepared(&create).await;
+        let _ = admin.close().await;
+        if let Err(e) = created {
+            // Nothing was created: nothing to drop.
+            database.postgres = None;
+            return Err(CreateDatabaseError::Create(e));
         }
+        Ok(database)
     }
 
     pub fn backend(&self) -> Backend {
@@ -141,6 +208,11 @@ impl TestDatabase {
     /// PostgreSQL: the database's name. `None` on SQLite.
     pub fn name(&self) -> Option<&str> {
         self.postgres.as_ref().map(|p| p.name.as_str())
+    }
+
+    /// SQLite: the database file. `None` on PostgreSQL.
+    pub fn file(&self) -> Option<&Path> {
+        self.sqlite.as_ref().map(|s| s.path.as_path())
     }
 
     /// PostgreSQL: the administrative URL it was created from. `None` on
@@ -238,11 +310,25 @@ impl Drop for TestDatabase {
                 .build()
                 .expect("a runtime");
             runtime.block_on(async {
-                if let Ok(admin) = Database::connect(&admin_url).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
+                let dropped = match Database::connect(&admin_url).await {
+                    Ok(admin) => {
+                        let dropped = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await;
+                        let _ = admin.close().await;
+                        dropped.map(|_| ())
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = dropped {
+                    // Straight to stderr, as the harness captures print!:
+                    // whoever cleans up needs the name.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "warning: could not drop database {name}: {e}"
+                    );
                 }
             });
         });
@@ -270,20 +356,20 @@ pub fn test_postgres_url() -> Option<String> {
     url
 }
 
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
+/// `url` with its database name replaced by `name`; `None` unless `url`
+/// has the form `postgres://user@host:port/database`.
+fn with_database(url: &str, name: &str) -> Option<String> {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, Some(query)),
         None => (url, None),
     };
     let (server, _) = base
         .rsplit_once('/')
-        .filter(|(server, _)| server.contains("//") && !server.ends_with('/'))
-        .expect("a PostgreSQL URL has the form postgres://user@host:port/database");
-    match query {
+        .filter(|(server, _)| server.contains("//") && !server.ends_with('/'))?;
+    Some(match query {
         Some(query) => format!("{server}/{name}?{query}"),
         None => format!("{server}/{name}"),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -299,7 +385,18 @@ mod tests {
                 "postgres://u:p@h/other?sslmode=disable",
             ),
         ] {
-            assert_eq!(with_database(url, "other"), expected, "for {url}");
+            assert_eq!(
+                with_database(url, "other").as_deref(),
+                Some(expected),
+                "for {url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_without_a_database_is_refused() {
+        for url in ["postgres://u@h:5432", "not a url"] {
+            assert_eq!(with_database(url, "other"), None, "for {url}");
         }
     }
 }

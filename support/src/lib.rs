@@ -18,6 +18,11 @@
 //! a call timeout, with the generated client underneath for requests made
 //! by hand.
 //!
+//! The harness panics on what a test cannot go on without; a caller that
+//! must go on (the benchmark runs its other backend, then reports) makes its
+//! databases and servers with [`TestDatabase::try_postgres`] and
+//! [`ServerCommand::try_start`], which say what went wrong instead.
+//!
 //! What the service stored is read straight from the tables by [`tables`],
 //! over any connection to the database, with the invariant every test
 //! checks (at most one ACTIVE and one PENDING secret per organization).
@@ -41,8 +46,10 @@ pub mod tables;
 pub use app::{DEFAULT_DOMAIN, TestApp, spawn_app, spawn_app_with, test_settings};
 pub use checks::{expect_code, health_status};
 pub use client::{Authorization, Client, RawClient};
-pub use database::{Backend, TEST_DATABASE_URL, TestDatabase, test_postgres_url};
-pub use process::{Finished, LogCounts, ServerCommand, ServerProcess, run_to_exit};
+pub use database::{
+    Backend, CreateDatabaseError, TEST_DATABASE_URL, TestDatabase, test_postgres_url,
+};
+pub use process::{Finished, LogCounts, ServerCommand, ServerFailure, ServerProcess, run_to_exit};
 pub use scenario::{Adjust, Fixture};
 #[doc(hidden)]
 pub use scenario::{run_blocking_on, run_on};

@@ -8,6 +8,7 @@
 
 use std::{
     collections::VecDeque,
+    error::Error,
     fmt,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -23,7 +24,7 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{checks::health_status, client::Client};
@@ -156,15 +157,28 @@ impl ServerCommand {
     /// what the process wrote, if it exits first or is not ready within
     /// the startup timeout.
     pub async fn start(self) -> ServerProcess {
+        match self.try_start().await {
+            Ok(server) => server,
+            Err(failure) => panic!("{}: {:#?}", failure.what, failure.output),
+        }
+    }
+
+    /// Like [`ServerCommand::start`], for a caller that reports a start
+    /// that failed instead of stopping (the benchmark goes on with its
+    /// other backend): what went wrong, with what the process wrote.
+    pub async fn try_start(self) -> Result<ServerProcess, ServerFailure> {
         let deadline = Instant::now() + self.startup_timeout;
-        let mut child = self
+        let spawned = self
             .command()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .spawn()
-            .expect("the binary starts");
+            .spawn();
+        let mut child = spawned.map_err(|e| ServerFailure {
+            what: format!("starting {}: {e}", self.binary.display()),
+            output: Vec::new(),
+        })?;
         let pid = child.id().expect("a process that just started has an id");
         let log = Arc::new(Mutex::new(Log::new(self.keep)));
         let (serving, found) = oneshot::channel();
@@ -191,15 +205,14 @@ impl ServerCommand {
         };
         let announced = match started {
             Started::Announced(Some(address)) => address,
-            Started::Announced(None) => server.fail("the server never said it was serving").await,
-            Started::Exited(status) => {
-                let output = server.drain().await;
-                panic!("the server exited with {status}: {output:#?}");
+            Started::Announced(None) => {
+                return Err(server.fail("the server never said it was serving").await);
             }
+            Started::Exited(status) => return Err(server.exited(status).await),
         };
         server.address = reachable(announced);
-        server.wait_until_serving(deadline).await;
-        server
+        server.wait_until_serving(deadline).await?;
+        Ok(server)
     }
 
     /// Runs the same command to its end, for a start that must be refused:
@@ -239,13 +252,16 @@ impl ServerProcess {
         self.pid
     }
 
+    /// The server's address as an endpoint, for connections the caller
+    /// configures itself (the benchmark's `tcp_nodelay`) or whose failure
+    /// it reports.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::from_shared(format!("http://{}", self.address)).expect("a URI")
+    }
+
     /// A new HTTP/2 connection to the server.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
-            .expect("a URI")
-            .connect()
-            .await
-            .expect("connected")
+        self.endpoint().connect().await.expect("connected")
     }
 
     /// A client on a new connection of its own.
@@ -262,6 +278,15 @@ impl ServerProcess {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.exit_status().is_none()
+    }
+
+    /// `Ok` while the process runs; once it has exited, how, with the last
+    /// of what it wrote (its pipes read to the end first).
+    pub async fn check_running(&mut self) -> Result<(), ServerFailure> {
+        match self.exit_status() {
+            None => Ok(()),
+            Some(status) => Err(self.exited(status).await),
+        }
     }
 
     /// What the process has written so far, stdout and stderr as the lines
@@ -310,34 +335,41 @@ impl ServerProcess {
     }
 
     /// Polls the health check until it answers SERVING.
-    async fn wait_until_serving(&mut self, deadline: Instant) {
-        let channel = Channel::from_shared(format!("http://{}", self.address))
-            .expect("a URI")
-            .connect_lazy();
+    async fn wait_until_serving(&mut self, deadline: Instant) -> Result<(), ServerFailure> {
+        let channel = self.endpoint().connect_lazy();
         loop {
             let checked =
                 tokio::time::timeout_at(deadline, health_status(channel.clone(), "")).await;
             if let Ok(Ok(ServingStatus::Serving)) = checked {
-                return;
+                return Ok(());
             }
             if Instant::now() >= deadline || self.exit_status().is_some() {
-                self.fail("the server never reported SERVING").await;
+                return Err(self.fail("the server never reported SERVING").await);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Ends a start that failed: panics with `what` and the output, or with
-    /// how the process exited if it has.
-    async fn fail(&mut self, what: &str) -> ! {
+    /// Ends a start that failed: kills the process and says `what` went
+    /// wrong, or how the process exited if it has.
+    async fn fail(&mut self, what: &str) -> ServerFailure {
         if let Some(status) = self.exit_status() {
-            let output = self.drain().await;
-            panic!("the server exited with {status}: {output:#?}");
+            return self.exited(status).await;
         }
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
-        let output = self.drain().await;
-        panic!("{what}: {output:#?}");
+        ServerFailure {
+            what: what.to_owned(),
+            output: self.drain().await,
+        }
+    }
+
+    /// How the process exited, with what it wrote.
+    async fn exited(&mut self, status: ExitStatus) -> ServerFailure {
+        ServerFailure {
+            what: format!("the server exited with {status}"),
+            output: self.drain().await,
+        }
     }
 
     /// Waits for the readers to reach the end of the pipes of the exited
@@ -352,6 +384,30 @@ impl ServerProcess {
         self.output()
     }
 }
+
+/// A server that did not start, or no longer runs: what happened, and what
+/// it wrote (the last lines, with [`ServerCommand::keep_tail`]).
+#[derive(Debug)]
+pub struct ServerFailure {
+    pub what: String,
+    pub output: Vec<String>,
+}
+
+/// `what`, then the output a line each.
+impl fmt::Display for ServerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.output.is_empty() {
+            return write!(f, "{}; it wrote nothing", self.what);
+        }
+        write!(f, "{}; its last output:", self.what)?;
+        for line in &self.output {
+            write!(f, "\n{line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Error for ServerFailure {}
 
 /// Counts of a process's output lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
