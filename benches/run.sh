@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The load benchmark as the README quotes it: every phase on PostgreSQL and
+# The load benchmark as docs/performance.md quotes it: every phase on PostgreSQL and
 # on SQLite, the table on stdout, the same figures as JSON in
 # target/load-bench.json (under $CARGO_TARGET_DIR if that is set).
 # Starts the local PostgreSQL if it is not running, as .ci/run does; without
