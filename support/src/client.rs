@@ -137,10 +137,21 @@ impl Client {
         client_id: &str,
         value: &str,
     ) -> Result<proto::ValidateClientResponse, Status> {
+        self.validate_from(client_id, value, "").await
+    }
+
+    /// ValidateClient as a gateway sends it for a party at `remote_address`
+    /// (IP text; empty for unknown).
+    pub async fn validate_from(
+        &self,
+        client_id: &str,
+        value: &str,
+        remote_address: &str,
+    ) -> Result<proto::ValidateClientResponse, Status> {
         let request = proto::ValidateClientRequest {
             client_id: client_id.to_owned(),
             client_secret: value.to_owned(),
-            ..Default::default()
+            remote_address: remote_address.to_owned(),
         };
         self.call(self.raw().validate_client(request)).await
     }
