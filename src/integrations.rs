@@ -113,15 +113,18 @@ impl Integrations {
     /// The value of the PENDING secret makes it ACTIVE and revokes the
     /// previous active one, in one transaction. The value of the ACTIVE
     /// secret succeeds and changes nothing, so a retried activation succeeds.
-    /// Any other value, well formed or not, fails `FAILED_PRECONDITION` and
-    /// counts against the organization's budget of failures
-    /// (`RESOURCE_EXHAUSTED` once spent).
+    /// Any other value, well formed or not, fails `FAILED_PRECONDITION`.
+    ///
+    /// A value is ruled out by its hint (its last four characters) before
+    /// any argon2 work, and only a value that costs a verify and does not
+    /// match spends the organization's budget of failures
+    /// (`RESOURCE_EXHAUSTED` once spent). So whoever tries every value they
+    /// hold, in any order, activates the right one.
     pub async fn activate_secret(
         &self,
         organization: &OrganizationId,
         value: &Result<ClientSecret, MalformedSecret>,
     ) -> Result<Integration, Error> {
-        self.failed_activations.admit(organization)?;
         let integration = self.get(organization).await?;
         let no_match = |detail: &str| {
             Error::FailedPrecondition(format!(
@@ -132,10 +135,7 @@ impl Integrations {
         };
         let secret = match value {
             Ok(secret) => secret,
-            Err(malformed) => {
-                self.failed_activations.failed(organization);
-                return Err(no_match(&format!(" ({malformed})")));
-            }
+            Err(malformed) => return Err(no_match(&format!(" ({malformed})"))),
         };
 
         if let Some(pending) = &integration.pending_secret
@@ -165,15 +165,25 @@ impl Integrations {
         if let Some(active) = &integration.active_secret
             && self.holds(organization, active, secret).await?
         {
+            // Already active: perhaps an earlier activation committed and its
+            // answer was lost. Whatever this replica remembered of the
+            // client's previous secret then is forgotten now.
+            let read = self.cache.before_read(&integration.client_id);
+            self.cache.forget(&integration.client_id);
+            self.cache.remember(
+                read,
+                self.cache.fingerprint(&integration.client_id, secret),
+                self.verified(&integration, active.id),
+            );
             return Ok(integration);
         }
-        self.failed_activations.failed(organization);
         Err(no_match(""))
     }
 
     /// Whether `secret` is the value of `stored`. The hint (the last four
     /// characters) rules a secret out without an argon2 verify, or even a
-    /// read of its hash.
+    /// read of its hash; a verify that does not match spends a unit of the
+    /// organization's budget.
     async fn holds(
         &self,
         organization: &OrganizationId,
@@ -183,22 +193,41 @@ impl Integrations {
         if stored.hint != secret.hint() {
             return Ok(false);
         }
-        match self.store.secret_hash(organization, stored.id).await? {
-            Some(hash) => self.hasher.check_possession(secret.clone(), hash).await,
-            None => Ok(false),
+        let Some(hash) = self.store.secret_hash(organization, stored.id).await? else {
+            return Ok(false);
+        };
+        let attempt = self.failed_activations.admit(organization)?;
+        let matches = self.hasher.check_possession(secret.clone(), hash).await?;
+        if matches {
+            self.failed_activations.verified(attempt);
+        }
+        Ok(matches)
+    }
+
+    /// What a check of `secret_id`, the active secret of `integration`,
+    /// answers.
+    fn verified(&self, integration: &Integration, secret_id: Uuid) -> Verified {
+        Verified {
+            secret_id,
+            answer: ValidClient {
+                organization_id: integration.organization_id.clone(),
+                domain: self.login_domain(integration).to_owned(),
+            },
         }
     }
 
     /// Makes `secret_id`, whose value `secret` the caller just proved to
     /// hold, the active secret of `integration`'s organization.
     ///
-    /// This replica forgets the client's old secret as soon as the change
-    /// commits, and remembers the new one through the cache's own rule: its
-    /// read began before the transaction, so the entry is born untrusted and
-    /// the gateway's first check of it costs one indexed read instead of an
-    /// argon2 verify. Once started it runs to its end even if the caller
-    /// goes away, so that whenever the change commits this replica forgets
-    /// at once (other replicas hear of it from the database).
+    /// This replica forgets the client's old secret as soon as the
+    /// transaction ends, whatever its outcome: an error may hide a commit
+    /// (its acknowledgement lost on the way back). It remembers the new one
+    /// through the cache's own rule: its read began before the transaction,
+    /// so the entry is born untrusted and the gateway's first check of it
+    /// costs one indexed read instead of an argon2 verify. Once started it
+    /// runs to its end even if the caller goes away, so that whenever the
+    /// change commits this replica forgets at once (other replicas hear of
+    /// it from the database).
     async fn activate(
         &self,
         integration: &Integration,
@@ -208,22 +237,17 @@ impl Integrations {
         let client_id = &integration.client_id;
         let read = self.cache.before_read(client_id);
         let fingerprint = self.cache.fingerprint(client_id, secret);
-        let verified = Verified {
-            secret_id,
-            answer: ValidClient {
-                organization_id: integration.organization_id.clone(),
-                domain: self.login_domain(integration).to_owned(),
-            },
-        };
-        let (store, cache, organization) = (
+        let verified = self.verified(integration, secret_id);
+        let (store, cache, organization, client_id) = (
             self.store.clone(),
             Arc::clone(&self.cache),
             integration.organization_id.clone(),
+            client_id.clone(),
         );
         tokio::spawn(async move {
             let activation = store.activate_secret(&organization, secret_id).await;
-            if let Ok(Activation::Activated { integration, .. }) = &activation {
-                cache.forget(&integration.client_id);
+            cache.forget(&client_id);
+            if let Ok(Activation::Activated { .. } | Activation::AlreadyActive) = &activation {
                 cache.remember(read, fingerprint, verified);
             }
             activation

@@ -123,7 +123,7 @@ impl Application {
         info!(
             verify_ms = hasher.verify_time().as_secs_f64() * 1e3,
             threads = settings.hashing.threads,
-            cache_misses_per_second = throttle.overall_per_second().get(),
+            cache_misses_per_second = throttle.overall_per_second(),
             "argon2id ready"
         );
         let integrations = Integrations::new(

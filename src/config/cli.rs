@@ -129,13 +129,25 @@ struct ServeArgs {
     #[arg(long, env = "INTEGRATION_CACHE_REVALIDATE_MS", default_value_t = 500)]
     cache_revalidate_ms: u64,
 
-    /// Cache misses per second allowed per client ID.
+    /// Failed validations (cache misses that did not verify) per second
+    /// allowed per client ID and remote_address; per client ID for checks
+    /// that send no remote_address.
     #[arg(long, env = "INTEGRATION_THROTTLE_CLIENT_PER_SECOND", default_value_t = nz(2))]
     throttle_client_per_second: NonZeroU32,
 
-    /// Cache misses one client ID may make in a burst.
+    /// Failed validations one client ID may make from one address in a
+    /// burst.
     #[arg(long, env = "INTEGRATION_THROTTLE_CLIENT_BURST", default_value_t = nz(10))]
     throttle_client_burst: NonZeroU32,
+
+    /// Failed validations per second allowed per remote_address (an IPv6
+    /// address counts as its /64), over all client IDs.
+    #[arg(long, env = "INTEGRATION_THROTTLE_SOURCE_PER_SECOND", default_value_t = nz(5))]
+    throttle_source_per_second: NonZeroU32,
+
+    /// Failed validations one remote_address may make in a burst.
+    #[arg(long, env = "INTEGRATION_THROTTLE_SOURCE_BURST", default_value_t = nz(20))]
+    throttle_source_burst: NonZeroU32,
 
     /// Cache misses per second allowed overall; by default twice what the
     /// argon2 threads can verify, measured at start.
@@ -338,6 +350,8 @@ impl ServeArgs {
             throttle: ThrottleSettings {
                 per_client_per_second: self.throttle_client_per_second,
                 per_client_burst: self.throttle_client_burst,
+                per_source_per_second: self.throttle_source_per_second,
+                per_source_burst: self.throttle_source_burst,
                 overall_per_second: self.throttle_overall_per_second,
                 tracked_clients: self.cache_capacity,
                 activation_failures_per_minute: self.throttle_activation_failures_per_minute,

@@ -100,16 +100,22 @@ pub struct CacheSettings {
 /// `crate::throttle`).
 #[derive(Debug, Clone)]
 pub struct ThrottleSettings {
-    /// Cache misses per second per client ID, sustained.
+    /// Failed cache misses per second per client ID and source (per client
+    /// ID when the source is unknown), sustained.
     pub per_client_per_second: NonZeroU32,
-    /// Cache misses one client ID may make at once before the rate applies.
+    /// Failed cache misses one client ID may make from one source at once
+    /// before the rate applies.
     pub per_client_burst: NonZeroU32,
+    /// Failed cache misses per second per source, over all client IDs.
+    pub per_source_per_second: NonZeroU32,
+    /// Failed cache misses one source may make at once.
+    pub per_source_burst: NonZeroU32,
     /// Cache misses per second overall; `None` sets it from the measured cost
     /// of one verify.
     pub overall_per_second: Option<NonZeroU32>,
-    /// Slots of the per-client table, rounded up to a power of two (8 bytes
-    /// each); also the slots of the per-organization table of failed
-    /// activations.
+    /// Cells of each budget table (per client and source, per source, per
+    /// organization's activations), rounded up to a power of two (8 bytes
+    /// each).
     pub tracked_clients: u64,
     /// ActivateSecret attempts with a wrong value allowed per organization
     /// per minute, and at once.

@@ -83,6 +83,19 @@ impl ClientSecret {
         &self.0[Self::LEN - Self::HINT_LEN..]
     }
 
+    /// Another value that ends like `other`, so has its hint: what nobody
+    /// can make without trying millions of values, made for tests. Its
+    /// checksum does not hold.
+    #[cfg(test)]
+    pub(crate) fn with_hint_of(other: &Self) -> Self {
+        let fresh = Self::generate().expect("the OS RNG works in tests");
+        Self(format!(
+            "{}{}",
+            &fresh.0[..Self::LEN - Self::HINT_LEN],
+            other.hint()
+        ))
+    }
+
     /// The value itself, for the one response that returns it and for the
     /// hash functions. Every other use is a leak.
     pub fn expose(&self) -> &str {

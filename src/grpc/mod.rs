@@ -178,7 +178,11 @@ impl IntegrationService for IntegrationApi {
                 return Err(Status::from(error));
             }
         };
-        match self.validator.validate(&check.credentials).await {
+        match self
+            .validator
+            .validate(&check.credentials, check.source)
+            .await
+        {
             Ok(validation) => {
                 let (outcome, organization_id) = match &validation {
                     Validation::Valid(client) => {

@@ -18,6 +18,14 @@
 //!   or a reset of the whole cache ([`CredentialCache::forget_all`]) when
 //!   notifications may have been missed.
 //!
+//! Besides its entry, a verified pair leaves a smaller *proof* (the same HMAC
+//! and the secret's id), kept far longer than an entry and for more clients.
+//! A pair whose entry is gone (idle for ten minutes, or evicted) but whose
+//! proof remains is answered like an untrusted entry: one indexed read
+//! confirms it, without argon2 and without spending a throttle budget. So a
+//! client that logs users in once an hour never pays for a verify again, and
+//! nobody can make it need one.
+//!
 //! An entry that is not trusted is not thrown away: it is confirmed against
 //! the database (a cheap indexed read, no argon2) before it is used again.
 //! So a revoked secret validates on no replica later than the revalidation
@@ -55,6 +63,14 @@ use crate::domain::{ClientId, ClientSecret, RandomUnavailable, random_bytes};
 /// the lookup, for coalescing identical checks, and for remembering.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// Constant-time equality: the timing says nothing of how close a wrong
+    /// secret came.
+    fn is(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
 
 impl std::fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +127,13 @@ pub enum Lookup {
 /// An entry nobody has used for this long is dropped to make room.
 const IDLE_EXPIRY: Duration = Duration::from_secs(600);
 
+/// A proof nobody has used for this long is dropped.
+const PROOF_IDLE_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Proofs kept per entry the cache may hold: a proof is about a fifth of an
+/// entry's size.
+const PROOFS_PER_ENTRY: u64 = 4;
+
 /// Slots of the table of per-client invalidation moments. Two clients in
 /// one slot only revalidate each other's entries needlessly.
 const INVALIDATION_SLOTS: usize = 4096;
@@ -124,9 +147,18 @@ struct Entry {
     read_at: Moment,
 }
 
+/// What remains of a verification once its entry is gone: enough to know
+/// the pair verified, and which secret it was.
+#[derive(Debug, Clone, Copy)]
+struct Proof {
+    mac: Fingerprint,
+    secret_id: Uuid,
+}
+
 /// The verified-credentials cache; its size is bounded by configuration.
 pub struct CredentialCache {
     entries: moka::sync::Cache<ClientId, Arc<Entry>>,
+    proofs: moka::sync::Cache<ClientId, Proof>,
     /// HMAC-SHA256 keyed with random bytes, cloned for each use.
     mac: Hmac<Sha256>,
     revalidate_after: Duration,
@@ -151,6 +183,10 @@ impl CredentialCache {
                 .max_capacity(settings.capacity)
                 .time_to_idle(IDLE_EXPIRY)
                 .build(),
+            proofs: moka::sync::Cache::builder()
+                .max_capacity(settings.capacity.saturating_mul(PROOFS_PER_ENTRY))
+                .time_to_idle(PROOF_IDLE_EXPIRY)
+                .build(),
             mac,
             revalidate_after: settings.revalidate,
             origin: Instant::now(),
@@ -170,24 +206,36 @@ impl CredentialCache {
     }
 
     /// What the cache knows of the pair whose fingerprint this is. Costs one
-    /// map lookup.
+    /// map lookup, and one more if its entry is not there.
     pub fn lookup(&self, client_id: &ClientId, fingerprint: &Fingerprint) -> Lookup {
-        let Some(entry) = self.entries.get(client_id) else {
-            return Lookup::Miss;
-        };
-        // Constant-time comparison: the timing says nothing of how close a
-        // wrong secret came.
-        if !bool::from(entry.mac.0.ct_eq(&fingerprint.0)) {
-            return Lookup::Miss;
+        if let Some(entry) = self.entries.get(client_id)
+            && entry.mac.is(fingerprint)
+        {
+            return if self.trusts(client_id, entry.read_at) {
+                Lookup::Fresh(entry.verified.answer.clone())
+            } else {
+                Lookup::Stale {
+                    secret_id: entry.verified.secret_id,
+                }
+            };
         }
-        let age = Duration::from_nanos(self.now().saturating_sub(entry.read_at));
-        if entry.read_at > self.invalidated(client_id) && age < self.revalidate_after {
-            Lookup::Fresh(entry.verified.answer.clone())
-        } else {
-            Lookup::Stale {
-                secret_id: entry.verified.secret_id,
-            }
+        match self.proofs.get(client_id) {
+            Some(proof) if proof.mac.is(fingerprint) => Lookup::Stale {
+                secret_id: proof.secret_id,
+            },
+            _ => Lookup::Miss,
         }
+    }
+
+    /// Whether what `read` found may still be answered: it began within the
+    /// revalidation interval, and after the last invalidation of its client.
+    pub fn still_trusts(&self, read: &Read) -> bool {
+        self.trusts(&read.client_id, read.at)
+    }
+
+    fn trusts(&self, client_id: &ClientId, read_at: Moment) -> bool {
+        let age = Duration::from_nanos(self.now().saturating_sub(read_at));
+        read_at > self.invalidated(client_id) && age < self.revalidate_after
     }
 
     /// Call before reading the database about `client_id`; hand what the
@@ -206,6 +254,13 @@ impl CredentialCache {
     /// after the read began, the entry is born untrusted: its first use
     /// confirms it against the database.
     pub fn remember(&self, read: Read, fingerprint: Fingerprint, verified: Verified) {
+        self.proofs.insert(
+            read.client_id.clone(),
+            Proof {
+                mac: fingerprint,
+                secret_id: verified.secret_id,
+            },
+        );
         self.entries.insert(
             read.client_id,
             Arc::new(Entry {
@@ -222,6 +277,28 @@ impl CredentialCache {
         let now = self.now();
         self.forgotten[self.slot(client_id)].fetch_max(now, Ordering::AcqRel);
         self.entries.invalidate(client_id);
+        self.proofs.invalidate(client_id);
+    }
+
+    /// The database says the pair of `fingerprint` is no longer the
+    /// client's active secret: its entry and proof go, and only they (an
+    /// entry or proof of another value of the client stays, and no epoch
+    /// ends: whoever still presents a revoked value cannot make the current
+    /// one need a verify).
+    pub fn discard(&self, client_id: &ClientId, fingerprint: &Fingerprint) {
+        use moka::ops::compute::Op;
+        self.entries
+            .entry_by_ref(client_id)
+            .and_compute_with(|entry| match entry {
+                Some(entry) if entry.value().mac.is(fingerprint) => Op::Remove,
+                _ => Op::Nop,
+            });
+        self.proofs
+            .entry_by_ref(client_id)
+            .and_compute_with(|proof| match proof {
+                Some(proof) if proof.value().mac.is(fingerprint) => Op::Remove,
+                _ => Op::Nop,
+            });
     }
 
     /// Changes may have been missed: nothing read before now is trusted
@@ -230,7 +307,7 @@ impl CredentialCache {
         self.trusted_since.fetch_max(self.now(), Ordering::AcqRel);
     }
 
-    /// How many clients are remembered (after pending evictions are applied).
+    /// How many clients have an entry (after pending evictions are applied).
     pub fn len(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
@@ -238,6 +315,13 @@ impl CredentialCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Drops `client_id`'s entry as idle expiry or eviction would, leaving
+    /// its proof.
+    #[cfg(test)]
+    pub(crate) fn evict(&self, client_id: &ClientId) {
+        self.entries.invalidate(client_id);
     }
 
     fn now(&self) -> Moment {
@@ -454,5 +538,63 @@ mod tests {
             "the key is random per process"
         );
         assert_eq!(entry.mac, fingerprint, "the entry holds the MAC");
+    }
+
+    #[test]
+    fn a_pair_whose_entry_is_gone_keeps_its_proof_until_discarded() {
+        let cache = new_cache(10, Duration::from_secs(60));
+        let (client_id, secret) = pair();
+        let verified = remember(&cache, &client_id, &secret);
+        cache.evict(&client_id);
+        assert_eq!(
+            lookup(&cache, &client_id, &secret),
+            Lookup::Stale {
+                secret_id: verified.secret_id
+            },
+            "its proof asks for one confirming read"
+        );
+        let (_, other) = pair();
+        assert_eq!(lookup(&cache, &client_id, &other), Lookup::Miss);
+        cache.discard(&client_id, &cache.fingerprint(&client_id, &other));
+        assert!(
+            matches!(lookup(&cache, &client_id, &secret), Lookup::Stale { .. }),
+            "discarding another value leaves it"
+        );
+        cache.discard(&client_id, &cache.fingerprint(&client_id, &secret));
+        assert_eq!(
+            lookup(&cache, &client_id, &secret),
+            Lookup::Miss,
+            "discarded"
+        );
+    }
+
+    #[test]
+    fn discarding_a_revoked_value_leaves_the_current_one_trusted() {
+        let cache = new_cache(10, Duration::from_secs(60));
+        let (client_id, old) = pair();
+        let (_, current) = pair();
+        remember(&cache, &client_id, &old);
+        remember(&cache, &client_id, &current);
+        cache.discard(&client_id, &cache.fingerprint(&client_id, &old));
+        assert!(
+            matches!(lookup(&cache, &client_id, &current), Lookup::Fresh(_)),
+            "whoever presents a revoked value cannot make the current one need a read"
+        );
+    }
+
+    #[test]
+    fn a_read_is_trusted_within_the_interval_and_until_an_invalidation() {
+        let cache = new_cache(10, Duration::from_millis(30));
+        let (client_id, _) = pair();
+        let read = cache.before_read(&client_id);
+        assert!(cache.still_trusts(&read), "just read");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!cache.still_trusts(&read), "older than the interval");
+        let read = cache.before_read(&client_id);
+        cache.forget(&client_id);
+        assert!(!cache.still_trusts(&read), "overtaken by an invalidation");
+        let read = cache.before_read(&client_id);
+        cache.forget_all();
+        assert!(!cache.still_trusts(&read), "overtaken by a reset");
     }
 }

@@ -20,7 +20,7 @@
 pub mod cache;
 mod single_flight;
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use uuid::Uuid;
 
@@ -132,8 +132,13 @@ impl Validator {
         }
     }
 
-    /// Checks `credentials`, in the order of cost the module describes.
-    pub async fn validate(&self, credentials: &Credentials) -> Result<Validation, Error> {
+    /// Checks `credentials` presented from `source` (if the gateway said),
+    /// in the order of cost the module describes.
+    pub async fn validate(
+        &self,
+        credentials: &Credentials,
+        source: Option<IpAddr>,
+    ) -> Result<Validation, Error> {
         let Credentials::WellFormed { client_id, secret } = credentials else {
             return Ok(Validation::Invalid(Rejection::Malformed));
         };
@@ -141,25 +146,43 @@ impl Validator {
         match self.cache.lookup(client_id, &fingerprint) {
             Lookup::Fresh(answer) => return Ok(Validation::Valid(answer)),
             Lookup::Stale { secret_id } => {
-                let read = self.cache.before_read(client_id);
-                match self.store.active_credentials(client_id).await? {
-                    // Still the active secret: trusted again, with the
-                    // organization and domain as they are now.
-                    Some(active) if active.secret_id == secret_id => {
-                        return Ok(self.remember(
-                            read,
-                            fingerprint,
-                            secret_id,
-                            active.organization_id,
-                            active.custom_domain,
-                        ));
-                    }
-                    _ => self.cache.forget(client_id),
+                if let Some(valid) = self.confirm(client_id, fingerprint, secret_id).await? {
+                    return Ok(valid);
                 }
+                self.cache.discard(client_id, &fingerprint);
             }
             Lookup::Miss => {}
         }
-        self.verify_once(client_id, secret, fingerprint).await
+        self.verify_once(client_id, secret, fingerprint, source)
+            .await
+    }
+
+    /// Answers valid if `secret_id`, verified earlier for the pair of
+    /// `fingerprint`, is still the client's active secret: one indexed read,
+    /// no argon2, no throttle. `None` if it is not.
+    async fn confirm(
+        &self,
+        client_id: &ClientId,
+        fingerprint: Fingerprint,
+        secret_id: Uuid,
+    ) -> Result<Option<Validation>, Error> {
+        // A read that took longer than the revalidation interval, or that an
+        // invalidation of the client overtook, cannot be answered: read again.
+        for _ in 0..CONFIRMATION_READS {
+            let read = self.cache.before_read(client_id);
+            match self.store.active_credentials(client_id).await? {
+                Some(active) if active.secret_id == secret_id => {
+                    if self.cache.still_trusts(&read) {
+                        return Ok(Some(self.remember(read, fingerprint, active)));
+                    }
+                }
+                _ => return Ok(None),
+            }
+        }
+        Err(Error::unavailable(
+            "the database answered too slowly to confirm the secret within the revalidation \
+             interval",
+        ))
     }
 
     /// Verifies a pair the cache could not answer. Identical checks that
@@ -174,6 +197,7 @@ impl Validator {
         client_id: &ClientId,
         secret: &ClientSecret,
         fingerprint: Fingerprint,
+        source: Option<IpAddr>,
     ) -> Result<Validation, Error> {
         let read = self.cache.before_read(client_id);
         let key = (fingerprint, read.epoch());
@@ -181,7 +205,7 @@ impl Validator {
             Ok(validation) => Ok(validation.clone()),
             Err(error) => Err(error.shared()),
         };
-        let verify = || self.verify(read, client_id, secret.clone(), fingerprint);
+        let verify = || self.verify(read, client_id, secret.clone(), fingerprint, source);
         self.in_flight.run(key, verify, share).await
     }
 
@@ -192,46 +216,53 @@ impl Validator {
         client_id: &ClientId,
         secret: ClientSecret,
         fingerprint: Fingerprint,
+        source: Option<IpAddr>,
     ) -> Result<Validation, Error> {
-        self.throttle.admit(client_id)?;
+        let admission = self.throttle.admit(client_id, source)?;
         let Some(active) = self.store.active_credentials(client_id).await? else {
             self.hasher.verify_decoy(secret).await?;
             return Ok(Validation::Invalid(Rejection::NoActiveSecret));
         };
-        let ActiveCredentials {
-            organization_id,
-            custom_domain,
-            secret_id,
-            hash,
-        } = active;
-        if !self.hasher.verify(secret, hash).await? {
+        if !self.hasher.verify(secret, active.hash.clone()).await? {
             return Ok(Validation::Invalid(Rejection::WrongSecret));
         }
-        Ok(self.remember(read, fingerprint, secret_id, organization_id, custom_domain))
+        self.throttle.verified(admission);
+        // The verify may have waited in argon2's queue past the revalidation
+        // interval, or past an activation: then its read is not answered.
+        if self.cache.still_trusts(&read) {
+            return Ok(self.remember(read, fingerprint, active));
+        }
+        Ok(self
+            .confirm(client_id, fingerprint, active.secret_id)
+            .await?
+            .unwrap_or(Validation::Invalid(Rejection::NoActiveSecret)))
     }
 
-    /// Remembers that `read` found the pair to be the client's active secret
-    /// `secret_id`, and answers it.
+    /// Remembers that `read` found the pair to be the client's `active`
+    /// secret, and answers it.
     fn remember(
         &self,
         read: Read,
         fingerprint: Fingerprint,
-        secret_id: Uuid,
-        organization_id: OrganizationId,
-        custom_domain: Option<String>,
+        active: ActiveCredentials,
     ) -> Validation {
         let answer = ValidClient {
-            domain: login_domain(custom_domain.as_deref(), &self.default_domain).to_owned(),
-            organization_id,
+            domain: login_domain(active.custom_domain.as_deref(), &self.default_domain).to_owned(),
+            organization_id: active.organization_id,
         };
         let verified = Verified {
-            secret_id,
+            secret_id: active.secret_id,
             answer: answer.clone(),
         };
         self.cache.remember(read, fingerprint, verified);
         Validation::Valid(answer)
     }
 }
+
+/// Reads a confirmation may take before it gives up: each read that is not
+/// trusted by the time it is answered takes another.
+const CONFIRMATION_READS: usize = 2;
+
 #[cfg(test)]
 mod tests {
     use std::{num::NonZeroU32, time::Duration};
@@ -255,7 +286,10 @@ mod tests {
     impl Service {
         async fn validate(&self, client_id: &ClientId, secret: &ClientSecret) -> Validation {
             self.validator
-                .validate(&Credentials::presented(client_id.as_str(), secret.expose()))
+                .validate(
+                    &Credentials::presented(client_id.as_str(), secret.expose()),
+                    None,
+                )
                 .await
                 .expect("answered, not throttled")
         }
@@ -324,9 +358,11 @@ mod tests {
         let throttling = ThrottleSettings {
             per_client_per_second: NonZeroU32::MIN,
             per_client_burst: NonZeroU32::new(burst).expect("non-zero"),
+            per_source_per_second: NonZeroU32::MIN,
+            per_source_burst: NonZeroU32::new(burst).expect("non-zero"),
             overall_per_second: Some(many),
             tracked_clients: 100,
-            activation_failures_per_minute: many,
+            activation_failures_per_minute: NonZeroU32::new(burst).expect("non-zero"),
         };
         let domain = DomainName::parse("centralauth.test").expect("a domain");
         let throttle = ValidationThrottle::new(&throttling, 2, hasher.verify_time());
@@ -524,6 +560,98 @@ mod tests {
             Credentials::presented("not-a-client-id", secret.expose()),
             Credentials::Malformed { client_id: None },
             "a bad client ID is not kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_verified_pair_needs_no_budget_once_its_entry_is_gone() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let service = service(&dir, 1).await;
+        let org = OrganizationId::parse("org-remembered".into()).expect("valid");
+        let (client_id, secret) = service.pending(&org).await;
+        service.activate(&org, &secret).await;
+        assert!(matches!(
+            service.validate(&client_id, &secret).await,
+            Validation::Valid(_)
+        ));
+        service.cache.evict(&client_id);
+        // Spend the client's one unit, then be refused.
+        let wrong = ClientSecret::generate().expect("RNG");
+        assert!(matches!(
+            service.validate(&client_id, &wrong).await,
+            Validation::Invalid(_)
+        ));
+        let refused = service
+            .validator
+            .validate(
+                &Credentials::presented(client_id.as_str(), wrong.expose()),
+                None,
+            )
+            .await
+            .expect_err("the budget is spent");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            matches!(
+                service.validate(&client_id, &secret).await,
+                Validation::Valid(_)
+            ),
+            "the remembered pair is confirmed by a read, without the budget"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_activation_verifies_that_fail_spend_the_budget() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // One failed verify a minute.
+        let service = service(&dir, 1).await;
+        let org = OrganizationId::parse("org-activating".into()).expect("valid");
+        let (_, pending) = service.pending(&org).await;
+        let activate = |value: ClientSecret| {
+            let (integrations, org) = (&service.integrations, &org);
+            async move {
+                integrations
+                    .activate_secret(org, &Ok(value))
+                    .await
+                    .map(|_| ())
+            }
+        };
+        let code = |result: Result<(), Error>| result.expect_err("refused").code();
+        for _ in 0..20 {
+            let other_hint = ClientSecret::generate().expect("RNG");
+            let answer = activate(other_hint).await;
+            assert_eq!(
+                code(answer),
+                tonic::Code::FailedPrecondition,
+                "ruled out by its hint"
+            );
+        }
+        let malformed = service
+            .integrations
+            .activate_secret(&org, &Err(crate::domain::MalformedSecret::Checksum))
+            .await;
+        assert_eq!(
+            malformed.expect_err("refused").code(),
+            tonic::Code::FailedPrecondition
+        );
+        let same_hint = ClientSecret::with_hint_of(&pending);
+        assert_eq!(
+            code(activate(same_hint.clone()).await),
+            tonic::Code::FailedPrecondition,
+            "verified, and wrong: the unit is spent"
+        );
+        assert_eq!(
+            code(activate(same_hint).await),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            code(activate(ClientSecret::generate().expect("RNG")).await),
+            tonic::Code::FailedPrecondition,
+            "a value ruled out by its hint is still answered"
+        );
+        assert_eq!(
+            code(activate(pending.clone()).await),
+            tonic::Code::ResourceExhausted,
+            "the right value needs a verify, which the spent budget refuses"
         );
     }
 }

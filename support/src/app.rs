@@ -56,6 +56,8 @@ pub fn test_settings(database_url: &str) -> Settings {
         throttle: ThrottleSettings {
             per_client_per_second: NonZeroU32::new(1_000).expect("non-zero"),
             per_client_burst: NonZeroU32::new(1_000).expect("non-zero"),
+            per_source_per_second: NonZeroU32::new(1_000).expect("non-zero"),
+            per_source_burst: NonZeroU32::new(1_000).expect("non-zero"),
             overall_per_second: NonZeroU32::new(100_000),
             tracked_clients: 65_536,
             activation_failures_per_minute: NonZeroU32::new(1_000).expect("non-zero"),
