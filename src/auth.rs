@@ -13,6 +13,14 @@
 //!
 //! The check wraps the IntegrationService only: health and reflection stay
 //! open, as load balancers and people with `grpcurl` expect.
+//!
+//! A refused call is logged at WARN only if it is the first of its peer and
+//! reason in a period; the rest are counted and reported ([`refusals`]), so
+//! that a flood of refused calls cannot flood the log.
+
+pub mod refusals;
+
+pub use refusals::{Reason, RefusalCounts, RefusalLog};
 
 use std::{
     convert::Infallible,
@@ -32,7 +40,7 @@ use tonic::{
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 use tower::Service;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// What a token lets its holder call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +186,8 @@ pub struct RequireRole<S> {
     tokens: Arc<Tokens>,
     /// The methods validators may call, as request paths.
     validator_paths: Arc<[String]>,
+    /// Counts refusals and says which get a line of their own.
+    refusals: RefusalLog,
 }
 
 /// The IntegrationService's methods that need the validator role (the
@@ -186,8 +196,14 @@ pub const VALIDATOR_METHODS: [&str; 2] = ["ValidateClient", "WatchIntegrations"]
 
 impl<S: NamedService> RequireRole<S> {
     /// `validator_methods` (e.g. [`VALIDATOR_METHODS`]) need the validator
-    /// role; every other method of the service needs admin.
-    pub fn new(inner: S, tokens: Arc<Tokens>, validator_methods: &[&str]) -> Self {
+    /// role; every other method of the service needs admin. Refusals are
+    /// counted in `refusals`, whose owner reports them and ends its periods.
+    pub fn new(
+        inner: S,
+        tokens: Arc<Tokens>,
+        validator_methods: &[&str],
+        refusals: RefusalLog,
+    ) -> Self {
         Self {
             inner,
             tokens,
@@ -195,6 +211,7 @@ impl<S: NamedService> RequireRole<S> {
                 .iter()
                 .map(|method| format!("/{}/{method}", S::NAME))
                 .collect(),
+            refusals,
         }
     }
 }
@@ -208,19 +225,32 @@ impl<S> RequireRole<S> {
         }
     }
 
-    /// The caller's role, or the status that refuses it.
+    /// The caller's role, or the status that refuses it. A refusal is
+    /// logged at WARN if it is the first of its peer and reason in the
+    /// period, at DEBUG otherwise, and counted either way.
     fn authorize<B>(&self, request: &Request<B>) -> Result<(), Status> {
         let path = request.uri().path();
         let required = self.required(path);
-        let refuse = |status: Status, reason: &'static str, held: Option<Role>| {
-            warn!(
-                rpc = path.rsplit('/').next().unwrap_or_default(),
-                peer = peer(request).map(tracing::field::display),
-                reason,
-                held_role = held.map(Role::as_str),
-                required_role = required.as_str(),
-                "call refused"
-            );
+        let refuse = |status: Status, reason: Reason, held: Option<Role>| {
+            let peer = peer(request);
+            let first = self.refusals.first(peer.map(|p| p.ip()), reason);
+            macro_rules! refused {
+                ($event:ident) => {
+                    $event!(
+                        rpc = path.rsplit('/').next().unwrap_or_default(),
+                        peer = peer.map(tracing::field::display),
+                        reason = reason.as_str(),
+                        held_role = held.map(Role::as_str),
+                        required_role = required.as_str(),
+                        "call refused"
+                    )
+                };
+            }
+            if first {
+                refused!(warn);
+            } else {
+                refused!(debug);
+            }
             status
         };
         let Some(header) = request.headers().get(http::header::AUTHORIZATION) else {
@@ -228,7 +258,7 @@ impl<S> RequireRole<S> {
                 Status::unauthenticated(
                     "this call needs a token: send `authorization: Bearer <token>` metadata",
                 ),
-                "no_token",
+                Reason::NoToken,
                 None,
             ));
         };
@@ -237,14 +267,14 @@ impl<S> RequireRole<S> {
                 Status::unauthenticated(
                     "the authorization metadata must read `Bearer <token>` (RFC 6750)",
                 ),
-                "malformed_authorization",
+                Reason::MalformedAuthorization,
                 None,
             )
         })?;
         match self.tokens.role_of(token) {
             None => Err(refuse(
                 Status::unauthenticated("the token is not one this service accepts"),
-                "unknown_token",
+                Reason::UnknownToken,
                 None,
             )),
             Some(held) if held != required => Err(refuse(
@@ -253,7 +283,7 @@ impl<S> RequireRole<S> {
                     required.as_str(),
                     held.as_str()
                 )),
-                "wrong_role",
+                Reason::WrongRole,
                 Some(held),
             )),
             Some(_) => Ok(()),
@@ -358,6 +388,55 @@ mod tests {
         assert_eq!(bearer(b"Bearer "), None);
         assert_eq!(bearer(b"Basic abc"), None);
         assert_eq!(bearer(b"abc"), None);
+    }
+
+    /// A service that only has a name: `authorize` never calls it.
+    struct Named;
+
+    impl NamedService for Named {
+        const NAME: &'static str = "test.Service";
+    }
+
+    #[test]
+    fn each_refusal_keeps_its_status_and_is_counted_under_its_reason() {
+        let tokens = Tokens::new(&[token('a')], &[token('v')]).expect("distinct");
+        let log = RefusalLog::default();
+        let guard = RequireRole::new(Named, Arc::new(tokens), &["Check"], log.clone());
+        let call = |method: &str, authorization: Option<String>| {
+            let mut request = Request::builder().uri(format!("/test.Service/{method}"));
+            if let Some(value) = authorization {
+                request = request.header(http::header::AUTHORIZATION, value);
+            }
+            guard.authorize(&request.body(()).expect("a request"))
+        };
+        let cases = [
+            (None, tonic::Code::Unauthenticated),
+            (Some("Basic aaaa".to_owned()), tonic::Code::Unauthenticated),
+            (
+                Some(format!("Bearer {}", "x".repeat(40))),
+                tonic::Code::Unauthenticated,
+            ),
+            (
+                Some(format!("Bearer {}", "v".repeat(40))),
+                tonic::Code::PermissionDenied,
+            ),
+        ];
+        for _ in 0..3 {
+            for (authorization, code) in &cases {
+                let refused = call("Change", authorization.clone()).expect_err("refused");
+                assert_eq!(refused.code(), *code, "{}", refused.message());
+            }
+        }
+        call("Change", Some(format!("Bearer {}", "a".repeat(40)))).expect("admin may");
+        call("Check", Some(format!("Bearer {}", "v".repeat(40)))).expect("validator may");
+        let expected = RefusalCounts {
+            no_token: 3,
+            malformed_authorization: 3,
+            unknown_token: 3,
+            wrong_role: 3,
+            past_line_limit: 0,
+        };
+        assert_eq!(log.take(), expected, "refusals only, each under its reason");
     }
 
     #[test]

@@ -171,6 +171,7 @@ impl Application {
                 api,
                 Arc::new(tokens.clone()),
                 &VALIDATOR_METHODS,
+                refusals.auth().clone(),
             ))
         };
 
@@ -342,12 +343,16 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often the number of calls refused under load is logged.
+/// How often the number of calls refused under load is logged; also the
+/// period in which each peer's first refusal for want of the right token
+/// gets a line of its own (see `crate::auth`).
 const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(10);
 
 /// Logs, every [`REFUSALS_REPORTED_EVERY`], how many calls were refused
-/// because the service was saturated, and how many validations carried
-/// malformed credentials, if any did.
+/// because the service was saturated, how many validations carried
+/// malformed credentials, and how many calls were refused for want of the
+/// right token (per reason), if any were; then starts the next period of
+/// the token refusals' first lines.
 fn report_refusals(refusals: Refusals) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(REFUSALS_REPORTED_EVERY);
@@ -368,6 +373,19 @@ fn report_refusals(refusals: Refusals) -> tokio::task::JoinHandle<()> {
                     validations = malformed,
                     seconds,
                     "validations with malformed credentials (refused without a lookup)"
+                );
+            }
+            let unauthorized = refusals.auth().take();
+            if unauthorized.total() > 0 {
+                tracing::warn!(
+                    no_token = unauthorized.no_token,
+                    malformed_authorization = unauthorized.malformed_authorization,
+                    unknown_token = unauthorized.unknown_token,
+                    wrong_role = unauthorized.wrong_role,
+                    past_line_limit = unauthorized.past_line_limit,
+                    seconds,
+                    "calls refused for want of the right token (the first per peer and \
+                     reason had a line of its own)"
                 );
             }
         }

@@ -21,6 +21,7 @@ use tonic::Code;
 use tracing::Level;
 
 use super::requests::ClientCheck;
+use crate::auth::RefusalLog;
 use crate::domain::ClientId;
 use crate::error::Error;
 use crate::validation::Rejection;
@@ -58,14 +59,22 @@ impl Outcome<'_> {
     }
 }
 
-/// Counts of what is logged at DEBUG only (see the module's doc).
+/// Counts of what is logged at DEBUG only (see the module's doc), and of
+/// the calls refused before a handler ran, for want of the right token.
 #[derive(Debug, Clone, Default)]
 pub struct Refusals {
     saturated: Arc<AtomicU64>,
     malformed: Arc<AtomicU64>,
+    auth: RefusalLog,
 }
 
 impl Refusals {
+    /// The calls `crate::auth` refused: which got a line, how many there
+    /// were.
+    pub fn auth(&self) -> &RefusalLog {
+        &self.auth
+    }
+
     /// The numbers of refusals since the last call: calls refused because
     /// the service was saturated (throttled, or argon2's queue full or too
     /// slow), and checks of malformed credentials.

@@ -249,3 +249,115 @@ async fn refused_calls_are_logged_with_their_reason_and_never_the_token() {
     assert!(refusals[0].contains("CreateIntegration"), "{}", refusals[0]);
     assert!(refusals[1].contains("wrong_role"), "{}", refusals[1]);
 }
+
+/// How many calls of each refusal reason the flood sends.
+const FLOOD: u64 = 1_000;
+
+/// The counts per reason in the binary's periodic report of refused calls,
+/// if `line` is one.
+fn reported_refusals(line: &str) -> Option<[u64; 4]> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    if !event["message"]
+        .as_str()?
+        .starts_with("calls refused for want of the right token")
+    {
+        return None;
+    }
+    let count = |reason: &str| event[reason].as_u64().expect("a count per reason");
+    Some(REASONS.map(|(reason, _)| count(reason)))
+}
+
+/// Every reason a call is refused for, with the status it gets.
+const REASONS: [(&str, Code); 4] = [
+    ("no_token", Code::Unauthenticated),
+    ("malformed_authorization", Code::Unauthenticated),
+    ("unknown_token", Code::Unauthenticated),
+    ("wrong_role", Code::PermissionDenied),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_calls_writes_a_line_per_peer_and_reason_and_then_counts() {
+    let database = TestDatabase::sqlite();
+    let server = ServerCommand::new(BINARY, database.url())
+        .log_filter("info")
+        .env("INTEGRATION_ADMIN_TOKENS", ADMIN)
+        .env("INTEGRATION_VALIDATOR_TOKENS", GATEWAY)
+        .start()
+        .await;
+    let before = server.log_counts().lines;
+
+    // Each reason from connections of its own: a peer is its address, not
+    // its port.
+    let authorizations = [
+        None,
+        Some(format!("Basic {ADMIN}")),
+        Some(bearer(&"i".repeat(40))),
+        Some(bearer(GATEWAY)),
+    ];
+    let started = tokio::time::Instant::now();
+    let mut floods = tokio::task::JoinSet::new();
+    for ((_, code), authorization) in REASONS.into_iter().zip(authorizations) {
+        for _ in 0..2 {
+            let client = server.client().await;
+            let client = match &authorization {
+                None => client,
+                Some(value) => client.with_authorization(value),
+            };
+            floods.spawn(async move {
+                for _ in 0..FLOOD / 2 {
+                    expect_code(client.create("org-flood").await, code);
+                }
+            });
+        }
+    }
+    floods.join_all().await;
+    let flooded_for = started.elapsed();
+
+    // The report comes every 10 s; wait until it has counted the whole flood.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reported = loop {
+        let reported = server
+            .output()
+            .iter()
+            .filter_map(|line| reported_refusals(line))
+            .collect::<Vec<_>>();
+        let totals = reported.iter().fold([0; 4], |mut sum, counts| {
+            sum.iter_mut().zip(counts).for_each(|(s, c)| *s += c);
+            sum
+        });
+        if totals == [FLOOD; 4] {
+            break reported;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline && totals.iter().all(|&t| t <= FLOOD),
+            "reported {totals:?} of {FLOOD} per reason: {:#?}",
+            server.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let output = server.output();
+    let written = server.log_counts().lines - before;
+    let first_lines: Vec<_> = output
+        .iter()
+        .filter(|line| line.contains(r#""message":"call refused""#))
+        .collect();
+    for (reason, _) in REASONS {
+        assert!(
+            first_lines.iter().any(|line| line.contains(reason)),
+            "no line for {reason}: {output:#?}"
+        );
+    }
+    // One line per reason per period, at most, plus that period's report.
+    assert!(
+        first_lines.len() <= REASONS.len() * reported.len(),
+        "{} first lines in {} periods: {output:#?}",
+        first_lines.len(),
+        reported.len()
+    );
+    assert!(
+        written <= (REASONS.len() as u64 + 1) * reported.len() as u64 && written < 50,
+        "{} calls refused over {flooded_for:?} wrote {written} lines: {output:#?}",
+        4 * FLOOD
+    );
+}
