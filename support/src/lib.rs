@@ -28,6 +28,10 @@
 //! checks (at most one ACTIVE and one PENDING secret per organization).
 //! [`checks`] holds the small assertions several test files make.
 //!
+//! [`proxy`] stands between a server process and PostgreSQL and loses what
+//! the database says back when told to: a `COMMIT`'s acknowledgement, or a
+//! listening connection's notifications.
+//!
 //! [`on_every_backend!`] turns one scenario into a test per backend; its
 //! parameter's type says what the scenario gets (see [`Fixture`]), and an
 //! adjuster may change the settings first ([`scenario`]).
@@ -40,6 +44,7 @@ pub mod checks;
 pub mod client;
 pub mod database;
 pub mod process;
+pub mod proxy;
 pub mod scenario;
 pub mod tables;
 
@@ -50,6 +55,7 @@ pub use database::{
     Backend, CreateDatabaseError, TEST_DATABASE_URL, TestDatabase, test_postgres_url,
 };
 pub use process::{Finished, LogCounts, ServerCommand, ServerFailure, ServerProcess, run_to_exit};
+pub use proxy::PostgresProxy;
 pub use scenario::{Adjust, Fixture};
 #[doc(hidden)]
 pub use scenario::{run_blocking_on, run_on};

@@ -13,6 +13,7 @@ mod create_integration;
 mod faults;
 mod generate_secret;
 mod get_integration;
+mod lockout;
 mod model;
 mod races;
 mod service;

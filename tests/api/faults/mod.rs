@@ -1,6 +1,8 @@
 //! Faults, on real server processes (SPEC §4, "Faults" and "Races"): the
 //! database going away under load, `kill -9` in the middle of rotations,
-//! and replicas racing on one database, a file each.
+//! replicas racing on one database, and revocation at its edges (a
+//! saturated argon2 queue, a commit whose acknowledgement is lost), a file
+//! each.
 //!
 //! Each test prints its figures (run with `--nocapture`); docs/reliability.md quotes
 //! them. No test prints a secret value.
@@ -8,6 +10,7 @@
 mod database_outage;
 mod kill_9;
 mod racing_replicas;
+mod revocation_edges;
 
 use std::time::Duration;
 

@@ -1,0 +1,288 @@
+//! Revocation bounds at their edges: no `valid: true` rests on a database
+//! read older than `--cache-revalidate-ms` when it is answered, even for
+//! checks that shared one verify which waited in a saturated argon2 queue;
+//! and the activating replica forgets the client whatever the activation's
+//! outcome, even when its commit's acknowledgement is lost. PostgreSQL
+//! only: both need two replicas on one database or the database behind a
+//! proxy.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use integration_service::domain::{ClientId, ClientSecret};
+use support::{Backend, Client, PostgresProxy, ServerCommand, TestDatabase, secret_id_key, tables};
+use tonic::Code;
+
+use super::{LOG, client_of, start_server};
+use crate::BINARY;
+
+/// The saturated replica's `--cache-revalidate-ms`.
+const REVALIDATE: Duration = Duration::from_millis(200);
+/// Checks the flood keeps waiting for the argon2 threads at every moment,
+/// on [`FLOOD_CONNECTIONS`] connections: with two threads and verifies of
+/// tens of milliseconds, a check that joins the queue waits half a second
+/// or more.
+const FLOOD_IN_FLIGHT: usize = 64;
+const FLOOD_CONNECTIONS: usize = 4;
+/// A check queued behind the flood must wait at least this long for the
+/// test to go on: twice the bound, so that a rotation fits in the wait.
+const SATURATED: Duration = Duration::from_millis(400);
+
+/// Keeps [`FLOOD_IN_FLIGHT`] wrong secrets for random client IDs waiting
+/// on `client`s until `running` is cleared. Without a source, and under a
+/// generous overall throttle, every one of them reaches the queue.
+fn flood(clients: &[Client], running: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..FLOOD_IN_FLIGHT)
+        .map(|n| {
+            let (client, running) = (clients[n % clients.len()].clone(), running.clone());
+            tokio::spawn(async move {
+                while running.load(Ordering::SeqCst) {
+                    let (client_id, secret) = (
+                        ClientId::generate().expect("RNG"),
+                        ClientSecret::generate().expect("RNG"),
+                    );
+                    let answer = client.validate(client_id.as_str(), secret.expose()).await;
+                    assert!(
+                        !answer.is_ok_and(|a| a.valid),
+                        "a wrong secret for a random client ID is never valid"
+                    );
+                }
+            })
+        })
+        .collect()
+}
+
+/// A check of `secret` for `client_id`: what it answered, and when it was
+/// sent and answered, from `epoch`.
+struct Timed {
+    answer: Result<bool, Code>,
+    sent: Duration,
+    answered: Duration,
+}
+
+impl Timed {
+    fn waited(&self) -> Duration {
+        self.answered - self.sent
+    }
+}
+
+fn timed_check(
+    client: &Client,
+    client_id: &str,
+    secret: &str,
+    epoch: Instant,
+) -> tokio::task::JoinHandle<Timed> {
+    let (client, client_id, secret) = (client.clone(), client_id.to_owned(), secret.to_owned());
+    tokio::spawn(async move {
+        let sent = epoch.elapsed();
+        let answer = client
+            .validate(&client_id, &secret)
+            .await
+            .map(|a| a.valid)
+            .map_err(|s| s.code());
+        Timed {
+            answer,
+            sent,
+            answered: epoch.elapsed(),
+        }
+    })
+}
+
+/// Two identical checks of a client's secret wait, sharing one verify,
+/// behind a flood in replica R1's argon2 queue; while they wait the secret
+/// is rotated through replica R2. However long they waited, they must not
+/// answer `valid: true` on the read made before the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_sharing_a_verify_that_waited_in_a_saturated_queue_never_answer_on_a_stale_read() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let revalidate_ms = REVALIDATE.as_millis().to_string();
+    let saturated = ServerCommand::new(BINARY, database.url())
+        .log_filter(LOG)
+        .args(&[
+            "--cache-revalidate-ms",
+            &revalidate_ms,
+            // Every flood check reaches the queue, none times out in it.
+            "--throttle-overall-per-second",
+            "100000",
+            "--argon2-timeout-ms",
+            "10000",
+            // On a machine busy with other work, idle-priority threads would
+            // wait for every other process: the queue is what is tested.
+            "--argon2-priority",
+            "normal",
+        ])
+        .start()
+        .await;
+    let other = start_server(&database).await;
+    let admin = client_of(&other).await;
+    let org = "org-queued";
+    // Made on R2, so that R1 has never cached the client: its checks verify.
+    let (client_id, old) = admin.ready(org).await;
+    let (new, _) = admin.generate(org).await.expect("generated");
+
+    let mut flood_clients = Vec::new();
+    for _ in 0..FLOOD_CONNECTIONS {
+        flood_clients.push(client_of(&saturated).await);
+    }
+    let running = Arc::new(AtomicBool::new(true));
+    let flooding = flood(&flood_clients, &running);
+    let gateway = client_of(&saturated).await;
+
+    // Saturated once a wrong secret waits long enough.
+    let saturating = Instant::now();
+    let probe = loop {
+        let secret = ClientSecret::generate().expect("RNG");
+        let sent = Instant::now();
+        let answer = gateway
+            .validate(ClientId::generate().expect("RNG").as_str(), secret.expose())
+            .await;
+        let waited = sent.elapsed();
+        assert!(answer.is_ok(), "a probe is answered: {answer:?}");
+        if waited >= SATURATED {
+            break waited;
+        }
+        assert!(
+            saturating.elapsed() < Duration::from_secs(10),
+            "the queue never made a check wait {SATURATED:?} (the last waited {waited:?})"
+        );
+    };
+
+    let epoch = Instant::now();
+    let first = timed_check(&gateway, &client_id, &old, epoch);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Identical, while the first is under way: it joins the first's verify.
+    let second = timed_check(&gateway, &client_id, &old, epoch);
+    // Both have read the old secret as the active one and wait for a thread.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    admin.activate(org, &new).await.expect("activated");
+    let rotated = epoch.elapsed();
+    let (first, second) = (
+        first.await.expect("answered"),
+        second.await.expect("answered"),
+    );
+    running.store(false, Ordering::SeqCst);
+    for task in flooding {
+        task.await.expect("the flood ends cleanly");
+    }
+
+    println!(
+        "saturated queue: a probe waited {probe:?}; the rotation committed at {rotated:?}; the \
+         checks, sent at {:?} and {:?}, answered {:?} at {:?} and {:?} at {:?}",
+        first.sent, second.sent, first.answer, first.answered, second.answer, second.answered,
+    );
+    for (which, check) in [("first", &first), ("second", &second)] {
+        assert!(
+            check.answered > rotated,
+            "the {which} check was answered before the rotation committed: the queue was too \
+             short for the test to prove anything"
+        );
+        assert!(
+            check.waited() > REVALIDATE,
+            "the {which} check waited only {:?}, not longer than the bound",
+            check.waited()
+        );
+        assert!(
+            check.answer != Ok(true),
+            "the {which} check answered valid: true after waiting {:?}, on a read made before \
+             the rotation that revoked its secret",
+            check.waited()
+        );
+    }
+    assert!(
+        admin.is_valid(&client_id, &new).await,
+        "the new secret validates"
+    );
+}
+
+/// The activation's `COMMIT` reaches the database, but the connection is
+/// cut before its answer comes back, and the replica hears nothing through
+/// its notification listener (held back by the proxy): only its own
+/// forgetting can stop the old secret, and it must, at once, whatever the
+/// activation answered. The retry finds the value already active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_whose_commit_acknowledgement_is_lost_still_revokes_on_its_replica() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let proxy = PostgresProxy::start(database.url()).await;
+    // A cached secret is trusted for a minute: the revalidation cannot be
+    // what stops the old one.
+    let server = ServerCommand::new(BINARY, &proxy.url())
+        .log_filter(LOG)
+        .args(&["--cache-revalidate-ms", "60000"])
+        .start()
+        .await;
+    let client = client_of(&server).await;
+    let org = "org-lost-ack";
+    let (client_id, old) = client.ready(org).await;
+    assert!(
+        client.is_valid(&client_id, &old).await,
+        "the first secret validates, and is cached from now on"
+    );
+    let (new, new_meta) = client.generate(org).await.expect("generated");
+
+    proxy.freeze_notices(true);
+    proxy.cut_next_commit();
+    let lost = client.activate(org, &new).await;
+    let cut = !proxy.is_armed();
+    proxy.disarm();
+    assert!(cut, "the activation sent COMMIT through the proxy");
+    let status = lost.expect_err("an activation whose COMMIT went unanswered fails");
+    println!(
+        "lost acknowledgement: ActivateSecret answered {:?} ({} connection cut)",
+        status.code(),
+        proxy.commits_cut()
+    );
+    assert!(
+        matches!(status.code(), Code::Unavailable | Code::Internal),
+        "the lost acknowledgement answers UNAVAILABLE or INTERNAL: {status:?}"
+    );
+    let tables = database.connect().await;
+    let state = |rows: &[support::SecretRow]| {
+        rows.iter()
+            .find(|row| row.id == secret_id_key(&new_meta.id))
+            .map(|row| row.state.clone())
+    };
+    assert_eq!(
+        state(&tables::secret_rows_of(&tables, org).await).as_deref(),
+        Some("active"),
+        "the transaction committed"
+    );
+
+    assert!(
+        !client.is_valid(&client_id, &old).await,
+        "the old secret still validates on the activating replica after its activation \
+         committed without an acknowledgement"
+    );
+    let again = client
+        .activate(org, &new)
+        .await
+        .expect("the retry finds the value already active");
+    assert_eq!(
+        again.active_secret.map(|s| s.id),
+        Some(new_meta.id.clone()),
+        "the new secret is the active one"
+    );
+    assert!(
+        !client.is_valid(&client_id, &old).await,
+        "after the retry, the old secret still does not validate"
+    );
+    assert!(
+        client.is_valid(&client_id, &new).await,
+        "the new secret validates"
+    );
+    assert_eq!(
+        state(&tables::secret_rows_of(&tables, org).await).as_deref(),
+        Some("active"),
+        "the new secret is ACTIVE in the database"
+    );
+    proxy.freeze_notices(false);
+    server.terminate().await;
+}
