@@ -79,7 +79,9 @@ impl HashParams {
         Ok(params)
     }
 
-    fn at_least(self, floor: Self) -> bool {
+    /// Whether these parameters cost at least `floor` in every dimension
+    /// (memory, passes, lanes).
+    pub fn at_least(self, floor: Self) -> bool {
         self.memory_kib >= floor.memory_kib
             && self.iterations >= floor.iterations
             && self.parallelism >= floor.parallelism
@@ -97,14 +99,30 @@ impl Default for HashParams {
     }
 }
 
+/// As a PHC string spells them: `m=19456,t=2,p=1`.
+impl std::fmt::Display for HashParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "m={},t={},p={}",
+            self.memory_kib, self.iterations, self.parallelism
+        )
+    }
+}
+
 /// A secret as it is stored: an argon2id PHC string
 /// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`), salted with 16 bytes
 /// from the OS CSPRNG.
 ///
 /// Verification reads the parameters from the string itself, so raising the
-/// configured cost later keeps older hashes verifiable.
+/// configured cost later keeps older hashes verifiable; [`SecretHash::params`]
+/// tells whether one is below it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretHash(String);
+pub struct SecretHash {
+    phc: String,
+    /// Those the PHC string names, read when it was made or parsed.
+    params: HashParams,
+}
 
 /// Hashing could not run. Never says anything of the value being hashed.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +146,7 @@ impl SecretHash {
     ) -> Result<Self, HashError> {
         let mut salt = [0u8; Self::SALT_LEN];
         random::fill(&mut salt)?;
-        let params = Params::new(
+        let argon2_params = Params::new(
             params.memory_kib,
             params.iterations,
             params.parallelism,
@@ -136,15 +154,18 @@ impl SecretHash {
         )
         .map_err(|e| HashError::Argon2(e.into()))?;
         let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
-        argon2id(secret, &salt, &params, &mut output, memory)?;
+        argon2id(secret, &salt, &argon2_params, &mut output, memory)?;
         let phc = PasswordHash {
             algorithm: ARGON2ID_IDENT,
             version: Some(Version::V0x13.into()),
-            params: ParamsString::try_from(&params).map_err(HashError::Argon2)?,
+            params: ParamsString::try_from(&argon2_params).map_err(HashError::Argon2)?,
             salt: Some(Salt::new(&salt).map_err(|e| HashError::Argon2(e.into()))?),
             hash: Some(Output::new(&output).map_err(|e| HashError::Argon2(e.into()))?),
         };
-        Ok(Self(phc.to_string()))
+        Ok(Self {
+            phc: phc.to_string(),
+            params,
+        })
     }
 
     /// Accepts a PHC string read back from storage only if it is argon2id
@@ -175,14 +196,19 @@ impl SecretHash {
                 "argon2id parameters outside the floor and the ceiling: {params:?}"
             )));
         }
-        Ok(Self(phc))
+        Ok(Self { phc, params })
+    }
+
+    /// The cost this hash was computed at.
+    pub fn params(&self) -> HashParams {
+        self.params
     }
 
     /// Whether `secret` is the value this hash was computed from, computed
     /// in `memory`. The final comparison is constant-time; the cost is one
     /// argon2id computation, so call it off the async runtime too.
     pub fn matches(&self, secret: &ClientSecret, memory: &mut Memory) -> Result<bool, HashError> {
-        let parsed = PasswordHash::new(&self.0).map_err(|e| HashError::Argon2(e.into()))?;
+        let parsed = PasswordHash::new(&self.phc).map_err(|e| HashError::Argon2(e.into()))?;
         let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
             return Err(HashError::Argon2(password_hash::Error::EncodingInvalid));
         };
@@ -197,7 +223,7 @@ impl SecretHash {
 
     /// The PHC string, for storage.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.phc
     }
 }
 
@@ -317,6 +343,28 @@ mod tests {
         for (m, t, p) in [(65_536, 3, 4), (47_104, 2, 1), (131_072, 4, 2)] {
             assert!(HashParams::new(m, t, p).is_ok(), "m={m} t={t} p={p}");
         }
+    }
+
+    #[test]
+    fn a_hash_knows_the_cost_it_was_computed_at_or_read_with() {
+        let computed = hash(&secret());
+        assert_eq!(computed.params(), HashParams::MINIMUM, "computed");
+        let parsed = SecretHash::parse(computed.as_str().to_owned()).expect("parses back");
+        assert_eq!(parsed.params(), HashParams::MINIMUM, "parsed back");
+        let stronger = "$argon2id$v=19$m=65536,t=3,p=4$\
+                        c29tZXNhbHRzb21lc2FsdA$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU";
+        let stronger = SecretHash::parse(stronger.to_owned()).expect("within the bounds");
+        assert_eq!(
+            stronger.params(),
+            HashParams::new(65_536, 3, 4).expect("valid"),
+            "read from the PHC string"
+        );
+        assert_eq!(stronger.params().to_string(), "m=65536,t=3,p=4");
+        assert!(
+            stronger.params().at_least(HashParams::MINIMUM)
+                && !HashParams::MINIMUM.at_least(stronger.params()),
+            "the stronger is at least the floor, not the other way round"
+        );
     }
 
     #[test]
