@@ -28,7 +28,7 @@ use self::cache::{CredentialCache, Epoch, Fingerprint, Lookup, Read, Verified};
 use self::single_flight::SingleFlight;
 use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId, login_domain};
 use crate::error::Error;
-use crate::hashing::Hasher;
+use crate::hashing::{Hasher, Precedence};
 use crate::store::{ActiveCredentials, Store};
 use crate::throttle::ValidationThrottle;
 
@@ -195,7 +195,7 @@ impl Validator {
     ) -> Result<Validation, Error> {
         self.throttle.admit(client_id)?;
         let Some(active) = self.store.active_credentials(client_id).await? else {
-            self.hasher.verify_decoy(secret).await?;
+            self.hasher.verify_decoy(secret, Precedence::Normal).await?;
             return Ok(Validation::Invalid(Rejection::NoActiveSecret));
         };
         let ActiveCredentials {
@@ -204,7 +204,7 @@ impl Validator {
             secret_id,
             hash,
         } = active;
-        if !self.hasher.verify(secret, hash).await? {
+        if !self.hasher.verify(secret, hash, Precedence::Normal).await? {
             return Ok(Validation::Invalid(Rejection::WrongSecret));
         }
         Ok(self.remember(read, fingerprint, secret_id, organization_id, custom_domain))
