@@ -192,6 +192,7 @@ impl Pool {
         priority: Priority,
         settings: &HashingSettings,
     ) -> Result<Self, Error> {
+        let params = settings.params;
         let queues = Arc::new(Queues {
             waiting: Mutex::new(Waiting {
                 high: VecDeque::new(),
@@ -205,7 +206,7 @@ impl Pool {
             let queues = Arc::clone(&queues);
             std::thread::Builder::new()
                 .name(format!("{name}-{n}"))
-                .spawn(move || work(&queues, priority))
+                .spawn(move || work(&queues, priority, params))
                 .map_err(Error::internal)?;
         }
         Ok(Self {
@@ -314,7 +315,7 @@ impl Drop for Sender {
 
 /// An argon2 thread: sets its priority, then runs jobs until the lane's
 /// last caller is gone.
-fn work(queues: &Queues, priority: Priority) {
+fn work(queues: &Queues, priority: Priority, params: HashParams) {
     if priority == Priority::Idle {
         lower_priority();
     }
@@ -325,6 +326,11 @@ fn work(queues: &Queues, priority: Priority) {
         // A panic fails that one call (its result channel is dropped), not
         // the thread.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
+        // A stored hash costlier than the configured cost (from before the
+        // cost was lowered, or a row up to the ceiling) must not keep its
+        // memory on every thread it ever met: what the configured cost
+        // needs is kept, the rest given back.
+        memory.give_back_beyond(params);
     }
 }
 
@@ -570,6 +576,55 @@ mod tests {
             let done = task.await.expect("join");
             assert!(done.is_ok(), "{what} work queued in time ran: {done:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_thread_gives_back_the_memory_a_costlier_hash_took() {
+        let hasher = Hasher::start(&settings(1, 8, Duration::from_secs(30)))
+            .await
+            .expect("hasher");
+        let held = || {
+            hasher
+                .gateway
+                .run(Precedence::Normal, |memory| Ok(memory.blocks_held()))
+        };
+        let secret = ClientSecret::generate().expect("RNG");
+        let usual = hasher.hash(secret.clone()).await.expect("hash");
+        let verified = hasher.verify(secret.clone(), usual, Precedence::Normal);
+        assert!(
+            verified.await.expect("verify"),
+            "a hash at the configured cost"
+        );
+        let configured = held().await.expect("runs");
+        assert_eq!(configured, 19_456, "what the configured cost fills");
+        let costlier = HashParams::new(32_768, 2, 1).expect("valid");
+        let hash = SecretHash::compute(&secret, costlier, &mut Memory::default()).expect("hash");
+        let (verified, during) = {
+            let (secret, hash) = (secret.clone(), hash.clone());
+            hasher
+                .gateway
+                .run(Precedence::Normal, move |memory| {
+                    let verified = hash.matches(&secret, memory).map_err(Error::internal)?;
+                    Ok((verified, memory.blocks_held()))
+                })
+                .await
+                .expect("runs")
+        };
+        assert!(verified, "the costlier hash verifies");
+        assert_eq!(during, 32_768, "the thread's memory grew for it");
+        assert_eq!(
+            held().await.expect("runs"),
+            configured,
+            "and was given back after"
+        );
+        assert!(
+            hasher
+                .verify(secret, hash, Precedence::High)
+                .await
+                .expect("verify"),
+            "verified again"
+        );
+        assert_eq!(held().await.expect("runs"), configured, "given back again");
     }
 
     #[tokio::test]

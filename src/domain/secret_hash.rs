@@ -87,6 +87,12 @@ impl HashParams {
             && self.parallelism >= floor.parallelism
     }
 
+    /// The 1 KiB blocks a computation at these parameters fills.
+    fn block_count(self) -> usize {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_or(self.memory_kib as usize, |params| params.block_count())
+    }
+
     /// Within the floor and the ceiling.
     fn within_bounds(self) -> bool {
         self.at_least(Self::MINIMUM) && Self::MAXIMUM.at_least(self)
@@ -230,8 +236,30 @@ impl SecretHash {
 /// The memory argon2id fills: 1 KiB blocks, as many as the cost asks for.
 /// Kept by each hashing thread and reused, so that a computation does not
 /// fault in 19 MiB of fresh pages from the kernel every time.
+///
+/// It grows to the largest cost it meets; [`Memory::give_back_beyond`]
+/// returns what a costlier stored hash took.
 #[derive(Default)]
 pub struct Memory(Vec<Block>);
+
+impl Memory {
+    /// Frees what this memory holds beyond what a computation at `params`
+    /// fills: after a verify of a hash costlier than the configured cost, a
+    /// thread keeps only what the configured cost needs, not the largest
+    /// cost any stored row ever asked of it.
+    pub fn give_back_beyond(&mut self, params: HashParams) {
+        let blocks = params.block_count();
+        if self.0.capacity() > blocks {
+            self.0.truncate(blocks);
+            self.0.shrink_to_fit();
+        }
+    }
+
+    /// The 1 KiB blocks held, filled or not.
+    pub fn blocks_held(&self) -> usize {
+        self.0.capacity()
+    }
+}
 
 /// Runs argon2id (v19) over `secret` and `salt` into `output`, growing
 /// `memory` if `params` needs more than it has.
@@ -244,6 +272,8 @@ fn argon2id(
 ) -> Result<(), HashError> {
     let blocks = params.block_count();
     if memory.0.len() < blocks {
+        // Exactly what is needed: the default growth could double it.
+        memory.0.reserve_exact(blocks - memory.0.len());
         memory.0.resize(blocks, Block::default());
     }
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
@@ -365,6 +395,32 @@ mod tests {
                 && !HashParams::MINIMUM.at_least(stronger.params()),
             "the stronger is at least the floor, not the other way round"
         );
+    }
+
+    #[test]
+    fn memory_grown_for_a_costlier_hash_is_given_back_down_to_the_configured_cost() {
+        let secret = secret();
+        let costlier = HashParams::new(65_536, 2, 1).expect("valid");
+        let mut memory = Memory::default();
+        let hash = SecretHash::compute(&secret, costlier, &mut memory).expect("hashing works");
+        assert_eq!(
+            memory.blocks_held(),
+            65_536,
+            "grown to exactly the cost it met"
+        );
+        memory.give_back_beyond(costlier);
+        assert_eq!(
+            memory.blocks_held(),
+            65_536,
+            "nothing beyond it to give back"
+        );
+        memory.give_back_beyond(HashParams::MINIMUM);
+        assert_eq!(memory.blocks_held(), 19_456, "given back down to the floor");
+        assert!(
+            hash.matches(&secret, &mut memory).expect("verify runs"),
+            "memory given back still serves a costlier verify"
+        );
+        assert_eq!(memory.blocks_held(), 65_536, "grown again for it");
     }
 
     #[test]
