@@ -18,6 +18,9 @@
 //! - **The dashboard's lane**: hashing new secrets and checking the value an
 //!   activation sends, on one thread at normal priority, so that people can
 //!   still rotate a secret while the gateway's lane is starved or flooded.
+//!   Rehashes of secrets stored below the configured cost (`crate::rehash`)
+//!   run here too, but never more than [`REHASHES_AT_ONCE`] at a time, so
+//!   that they leave the lane to people.
 //!
 //! A call waits for its result at most `queue_timeout`, then fails
 //! `UNAVAILABLE`. A call that could not start before its deadline anyway
@@ -32,11 +35,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::{HashingSettings, Priority};
 use crate::domain::{ClientSecret, HashParams, Memory, SecretHash};
 use crate::error::Error;
+
+/// Rehashes that may be under way at once; more are refused, not queued.
+pub const REHASHES_AT_ONCE: usize = 2;
 
 /// Hashes and verifies secrets on the argon2 threads. Cloning is cheap; the
 /// threads stop when the last clone is dropped.
@@ -45,6 +51,8 @@ pub struct Hasher {
     gateway: Pool,
     dashboard: Pool,
     params: HashParams,
+    /// A permit per rehash under way, [`REHASHES_AT_ONCE`] in all.
+    rehashes: Arc<Semaphore>,
     /// A hash of a random value nobody knows, verified against when a client
     /// has no active secret, so that "unknown client" costs what "wrong
     /// secret" costs and the two cannot be told apart by timing.
@@ -123,6 +131,7 @@ impl Hasher {
             gateway,
             dashboard,
             params,
+            rehashes: Arc::new(Semaphore::new(REHASHES_AT_ONCE)),
             decoy,
             verify_time,
         })
@@ -141,6 +150,31 @@ impl Hasher {
                 SecretHash::compute(&secret, params, memory).map_err(Error::internal)
             })
             .await
+    }
+
+    /// Whether `hash` is below the configured cost in any dimension (memory,
+    /// passes, lanes): then the value, once a verify proves it, is worth
+    /// hashing again at the configured cost. A hash above it in every
+    /// dimension is kept: lowering the cost weakens no stored hash.
+    pub fn needs_rehash(&self, hash: &SecretHash) -> bool {
+        !hash.params().at_least(self.params)
+    }
+
+    /// Hashes `secret` again at the configured cost, in the dashboard's
+    /// lane: a future that holds one of the [`REHASHES_AT_ONCE`] places
+    /// until it ends or is dropped. `None`, at once and at no cost, when
+    /// every place is taken.
+    pub fn rehash(
+        &self,
+        secret: ClientSecret,
+    ) -> Option<impl Future<Output = Result<SecretHash, Error>> + Send + 'static> {
+        let place = Arc::clone(&self.rehashes).try_acquire_owned().ok()?;
+        let hasher = self.clone();
+        Some(async move {
+            let hashed = hasher.hash(secret).await;
+            drop(place);
+            hashed
+        })
     }
 
     /// Whether the value an activation sends matches `hash`, in the
@@ -472,6 +506,67 @@ mod tests {
             Some(tonic::Code::Unavailable),
             "its result came too late"
         );
+    }
+
+    #[tokio::test]
+    async fn a_hash_below_the_configured_cost_in_any_dimension_needs_a_rehash() {
+        let configured = HashParams::new(32_768, 3, 2).expect("valid");
+        let mut settings = settings(1, 8, Duration::from_secs(30));
+        settings.params = configured;
+        let hasher = Hasher::start(&settings).await.expect("hasher");
+        let secret = ClientSecret::generate().expect("RNG");
+        for (m, t, p, needed) in [
+            (19_456, 2, 1, true),
+            (32_768, 3, 1, true),
+            (32_768, 2, 2, true),
+            (19_456, 3, 2, true),
+            // More memory does not make up for fewer passes.
+            (65_536, 2, 2, true),
+            (32_768, 3, 2, false),
+            (65_536, 4, 4, false),
+        ] {
+            let params = HashParams::new(m, t, p).expect("valid");
+            let hash = SecretHash::compute(&secret, params, &mut Memory::default()).expect("hash");
+            assert_eq!(
+                hasher.needs_rehash(&hash),
+                needed,
+                "a hash at {params} against {configured}"
+            );
+        }
+        let rehashed = hasher.rehash(secret).expect("a place").await.expect("hash");
+        assert_eq!(rehashed.params(), configured, "at the configured cost");
+        assert!(!hasher.needs_rehash(&rehashed), "and so needs no other");
+    }
+
+    #[tokio::test]
+    async fn no_more_rehashes_than_allowed_are_under_way_at_once() {
+        let hasher = Hasher::start(&settings(1, 8, Duration::from_secs(30)))
+            .await
+            .expect("hasher");
+        let secret = || ClientSecret::generate().expect("RNG");
+        let under_way: Vec<_> = (0..REHASHES_AT_ONCE)
+            .map(|n| {
+                hasher
+                    .rehash(secret())
+                    .unwrap_or_else(|| panic!("place {n}"))
+            })
+            .collect();
+        assert!(
+            hasher.rehash(secret()).is_none(),
+            "every place is taken, even before any rehash ran"
+        );
+        let mut under_way = under_way.into_iter();
+        let first = under_way.next().expect("one");
+        first.await.expect("hash");
+        let freed = hasher
+            .rehash(secret())
+            .expect("the finished rehash's place");
+        drop(under_way);
+        assert!(
+            hasher.rehash(secret()).is_some(),
+            "a dropped rehash's place is free"
+        );
+        freed.await.expect("hash");
     }
 
     /// Occupies the lane's one thread until the returned sender sends (or

@@ -15,6 +15,7 @@ mod generate_secret;
 mod get_integration;
 mod model;
 mod races;
+mod rehash;
 mod service;
 mod tls;
 mod validate_client;
