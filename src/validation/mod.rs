@@ -204,9 +204,11 @@ impl Validator {
             secret_id,
             hash,
         } = active;
+        let (proved, stored) = (secret.clone(), hash.clone());
         if !self.hasher.verify(secret, hash, Precedence::Normal).await? {
             return Ok(Validation::Invalid(Rejection::WrongSecret));
         }
+        crate::rehash::upgrade(&self.store, &self.hasher, secret_id, proved, stored);
         Ok(self.remember(read, fingerprint, secret_id, organization_id, custom_domain))
     }
 
