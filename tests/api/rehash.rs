@@ -2,11 +2,104 @@
 //! stored below it is hashed again at the new cost once a verify proves its
 //! value, and stored only over the same hash of a secret still ACTIVE.
 
+use std::time::{Duration, Instant};
+
 use integration_service::domain::{
     ClientId, ClientSecret, HashParams, Memory, OrganizationId, SecretHash,
 };
-use support::{SecretRow, TestApp, on_every_backend, secret_id_key};
+use support::{
+    ServerCommand, TestApp, TestDatabase, on_every_backend, secret_id_key,
+    tables::{self, SecretRow},
+};
 use uuid::Uuid;
+
+use crate::BINARY;
+
+/// The raised cost, as flags and as the PHC string writes it.
+const RAISED: [&str; 4] = ["--argon2-memory-kib", "32768", "--argon2-iterations", "3"];
+const RAISED_PHC: &str = "$argon2id$v=19$m=32768,t=3,p=1$";
+const DEFAULT_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
+
+/// Longer than a rehash takes on a busy machine; a few hundred
+/// milliseconds is usual.
+const REHASH_WITHIN: Duration = Duration::from_secs(10);
+
+on_every_backend! {
+    async fn a_secret_verified_after_the_cost_was_raised_is_stored_at_the_new_cost(
+        database: TestDatabase,
+    ) {
+        let org = "org-rehash";
+        let server = ServerCommand::new(BINARY, database.url()).start().await;
+        let (client_id, value) = server.client().await.ready(org).await;
+        let (status, _) = server.terminate().await;
+        assert!(status.success(), "a clean exit on SIGTERM: {status}");
+        let tables = database.connect().await;
+        let before = active_row(&tables, org).await;
+        assert!(before.hash.starts_with(DEFAULT_PHC), "hashed at the default cost first");
+
+        let raised = ServerCommand::new(BINARY, database.url()).args(&RAISED).start().await;
+        let client = raised.client().await;
+        assert!(client.is_valid(&client_id, &value).await, "the older hash still verifies");
+        let started = Instant::now();
+        let after = loop {
+            let row = active_row(&tables, org).await;
+            if row.hash != before.hash {
+                break row;
+            }
+            assert!(
+                started.elapsed() < REHASH_WITHIN,
+                "still at the old cost {:?} after a verify",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(after.hash.starts_with(RAISED_PHC), "stored at the raised cost");
+        assert_eq!(after.id, before.id, "the same secret");
+        assert!(client.is_valid(&client_id, &value).await, "still valid meanwhile");
+        let (status, log) = raised.terminate().await;
+        assert!(status.success(), "a clean exit on SIGTERM: {status}");
+
+        let rehashed: Vec<serde_json::Value> = log
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|event: &serde_json::Value| event["message"] == "secret rehashed")
+            .collect();
+        assert_eq!(rehashed.len(), 1, "one rehash is logged: {log:?}");
+        let event = &rehashed[0];
+        assert_eq!(event["level"], "INFO", "{event}");
+        assert_eq!(
+            secret_id_key(event["secret_id"].as_str().expect("a secret id")),
+            before.id,
+            "it names the secret: {event}"
+        );
+        assert_eq!(event["old"], "m=19456,t=2,p=1", "{event}");
+        assert_eq!(event["new"], "m=32768,t=3,p=1", "{event}");
+        let log = log.join("\n");
+        for hash in [&before.hash, &after.hash] {
+            let digest = hash.rsplit('$').next().expect("a PHC string");
+            assert!(!log.contains(digest), "a hash is in the log");
+        }
+        for window in value.as_bytes()[4..60].windows(8) {
+            let window = std::str::from_utf8(window).expect("ASCII");
+            assert!(!log.contains(window), "a piece of the secret ({window}) is in the log");
+        }
+
+        // Back at the default cost, with nothing cached: the new hash alone
+        // answers, and is not weakened to the lower cost.
+        let restarted = ServerCommand::new(BINARY, database.url()).start().await;
+        let client = restarted.client().await;
+        assert!(client.is_valid(&client_id, &value).await, "the new hash verifies the value");
+        let (status, log) = restarted.terminate().await;
+        assert!(status.success(), "a clean exit on SIGTERM: {status}");
+        assert_eq!(active_row(&tables, org).await.hash, after.hash, "the stronger hash is kept");
+        let rehashes = log
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["message"].as_str().is_some_and(|m| m.contains("rehashed")))
+            .count();
+        assert_eq!(rehashes, 0, "nothing is rehashed below the stored cost: {log:?}");
+    }
+}
 
 on_every_backend! {
     async fn a_rehash_is_stored_only_over_the_same_hash_of_a_secret_still_active(app: TestApp) {
@@ -74,6 +167,15 @@ on_every_backend! {
         let rows = app.secret_rows(org).await;
         assert!(rows.iter().all(|row| row.hash != newer.as_str()), "no secret took the refused hash");
     }
+}
+
+/// The organization's ACTIVE secret, as stored.
+async fn active_row(tables: &sea_orm::DatabaseConnection, organization: &str) -> SecretRow {
+    tables::secret_rows_of(tables, organization)
+        .await
+        .into_iter()
+        .find(|row| row.state == "active")
+        .expect("an active secret")
 }
 
 /// The organization's secret `id`, as stored.
