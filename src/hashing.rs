@@ -470,10 +470,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_and_a_long_wait_times_out() {
-        let hasher = Hasher::start(&settings(1, 1, Duration::from_millis(200)))
-            .await
-            .expect("hasher");
-        let pool = hasher.gateway.clone();
+        // The lane alone: a whole Hasher would first hash its decoy within
+        // the same 200 ms, which a busy machine can miss.
+        let settings = settings(1, 1, Duration::from_millis(200));
+        let gateway = Pool::start("argon2-test", 1, Priority::Normal, &settings).expect("lane");
+        let pool = gateway.clone();
         let running = tokio::spawn(async move {
             pool.run(Precedence::Normal, |_| {
                 std::thread::sleep(Duration::from_millis(800));
@@ -483,10 +484,10 @@ mod tests {
         });
         // The one thread is busy for 800 ms; the queue has one slot.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let waiting = hasher.gateway.run(Precedence::Normal, |_| Ok(()));
+        let waiting = gateway.run(Precedence::Normal, |_| Ok(()));
         let refused = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            hasher.gateway.run(Precedence::Normal, |_| Ok(())).await
+            gateway.run(Precedence::Normal, |_| Ok(())).await
         };
         let (waiting, refused) = tokio::join!(waiting, refused);
         let code = |r: Result<(), Error>| r.err().map(|e| e.code());
