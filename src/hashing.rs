@@ -10,32 +10,39 @@
 //!   rest of the service leaves: a flood of wrong secrets, each of which
 //!   costs a verify, cannot slow the cache hits of real clients, which need
 //!   only microseconds of a tokio worker. The price: while requests keep
-//!   every core busy, cache misses wait, and fail at their deadline.
+//!   every core busy, cache misses wait, and fail at their deadline. It has
+//!   two queues, one per [`Precedence`]: its threads take every
+//!   [`Precedence::High`] verify before any [`Precedence::Normal`] one, and
+//!   each queue has a bound of its own, so a flood that fills the Normal
+//!   queue neither delays nor refuses High work.
 //! - **The dashboard's lane**: hashing new secrets and checking the value an
 //!   activation sends, on one thread at normal priority, so that people can
 //!   still rotate a secret while the gateway's lane is starved or flooded.
+//!   Rehashes of secrets stored below the configured cost (`crate::rehash`)
+//!   run here too, but never more than [`REHASHES_AT_ONCE`] at a time, so
+//!   that they leave the lane to people.
 //!
 //! A call waits for its result at most `queue_timeout`, then fails
 //! `UNAVAILABLE`. A call that could not start before its deadline anyway
-//! (more waiting than the threads can finish in that time, or a full queue)
-//! fails at once, `RESOURCE_EXHAUSTED`. Work whose caller has given up is
-//! skipped, not computed.
+//! (more waiting in its queue than the threads can finish in that time, or
+//! a full queue) fails at once, `RESOURCE_EXHAUSTED`. Work whose caller has
+//! given up is skipped, not computed.
 
 use std::{
+    collections::VecDeque,
     panic::AssertUnwindSafe,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicUsize, Ordering},
-        mpsc::{self, Receiver, SyncSender, TrySendError},
-    },
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::{HashingSettings, Priority};
 use crate::domain::{ClientSecret, HashParams, Memory, SecretHash};
 use crate::error::Error;
+
+/// Rehashes that may be under way at once; more are refused, not queued.
+pub const REHASHES_AT_ONCE: usize = 2;
 
 /// Hashes and verifies secrets on the argon2 threads. Cloning is cheap; the
 /// threads stop when the last clone is dropped.
@@ -44,6 +51,8 @@ pub struct Hasher {
     gateway: Pool,
     dashboard: Pool,
     params: HashParams,
+    /// A permit per rehash under way, [`REHASHES_AT_ONCE`] in all.
+    rehashes: Arc<Semaphore>,
     /// A hash of a random value nobody knows, verified against when a client
     /// has no active secret, so that "unknown client" costs what "wrong
     /// secret" costs and the two cannot be told apart by timing.
@@ -53,16 +62,44 @@ pub struct Hasher {
     verify_time: Duration,
 }
 
-/// One lane: a queue and the threads that empty it.
+/// Which of the gateway lane's queues a verify waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precedence {
+    /// Taken before any Normal work, whenever a thread comes free.
+    High,
+    /// Taken, first come first served, when no High work waits.
+    Normal,
+}
+
+/// One lane: its queues and the threads that empty them. The dashboard's
+/// lane has one queue: its callers all wait in the Normal one.
 #[derive(Clone)]
 struct Pool {
-    jobs: SyncSender<Job>,
+    queues: Arc<Sender>,
     queue_timeout: Duration,
-    /// Calls queued and not yet started.
-    waiting: Arc<AtomicUsize>,
-    /// More waiting than this could not start before the deadline.
-    most_waiting: Arc<AtomicUsize>,
 }
+
+/// A lane's queues, shared by its callers and its threads.
+struct Queues {
+    waiting: Mutex<Waiting>,
+    /// Signalled when work is queued, and when the last caller is gone.
+    ready: Condvar,
+}
+
+/// The work queued in a lane and not yet started.
+struct Waiting {
+    high: VecDeque<Job>,
+    normal: VecDeque<Job>,
+    /// More waiting in one queue than this could not start before the
+    /// deadline.
+    most: usize,
+    /// No caller is left: the threads finish what is queued and stop.
+    closed: bool,
+}
+
+/// The callers' side of a lane's queues: when the last clone of the lane
+/// drops it, its threads stop.
+struct Sender(Arc<Queues>);
 
 /// Work for an argon2 thread, given that thread's reusable memory.
 type Job = Box<dyn FnOnce(&mut Memory) + Send>;
@@ -76,7 +113,7 @@ impl Hasher {
         let secret = ClientSecret::generate().map_err(Error::internal)?;
         let params = settings.params;
         let (decoy, verify_time) = dashboard
-            .run(move |memory| {
+            .run(Precedence::Normal, move |memory| {
                 let started = Instant::now();
                 let decoy =
                     SecretHash::compute(&secret, params, memory).map_err(Error::internal)?;
@@ -88,15 +125,13 @@ impl Hasher {
         let per_thread = settings.queue_timeout.as_secs_f64() / verify_time.as_secs_f64().max(1e-3);
         for (pool, threads) in [(&gateway, threads), (&dashboard, 1)] {
             let finishable = (per_thread * threads as f64) as usize;
-            pool.most_waiting.store(
-                finishable.clamp(threads, settings.queue_capacity.max(threads)),
-                Ordering::Release,
-            );
+            pool.limit_waiting(finishable.clamp(threads, settings.queue_capacity.max(threads)));
         }
         Ok(Self {
             gateway,
             dashboard,
             params,
+            rehashes: Arc::new(Semaphore::new(REHASHES_AT_ONCE)),
             decoy,
             verify_time,
         })
@@ -111,10 +146,35 @@ impl Hasher {
     pub async fn hash(&self, secret: ClientSecret) -> Result<SecretHash, Error> {
         let params = self.params;
         self.dashboard
-            .run(move |memory| {
+            .run(Precedence::Normal, move |memory| {
                 SecretHash::compute(&secret, params, memory).map_err(Error::internal)
             })
             .await
+    }
+
+    /// Whether `hash` is below the configured cost in any dimension (memory,
+    /// passes, lanes): then the value, once a verify proves it, is worth
+    /// hashing again at the configured cost. A hash above it in every
+    /// dimension is kept: lowering the cost weakens no stored hash.
+    pub fn needs_rehash(&self, hash: &SecretHash) -> bool {
+        !hash.params().at_least(self.params)
+    }
+
+    /// Hashes `secret` again at the configured cost, in the dashboard's
+    /// lane: a future that holds one of the [`REHASHES_AT_ONCE`] places
+    /// until it ends or is dropped. `None`, at once and at no cost, when
+    /// every place is taken.
+    pub fn rehash(
+        &self,
+        secret: ClientSecret,
+    ) -> Option<impl Future<Output = Result<SecretHash, Error>> + Send + 'static> {
+        let place = Arc::clone(&self.rehashes).try_acquire_owned().ok()?;
+        let hasher = self.clone();
+        Some(async move {
+            let hashed = hasher.hash(secret).await;
+            drop(place);
+            hashed
+        })
     }
 
     /// Whether the value an activation sends matches `hash`, in the
@@ -125,20 +185,35 @@ impl Hasher {
         hash: SecretHash,
     ) -> Result<bool, Error> {
         self.dashboard
-            .run(move |memory| hash.matches(&secret, memory).map_err(Error::internal))
+            .run(Precedence::Normal, move |memory| {
+                hash.matches(&secret, memory).map_err(Error::internal)
+            })
             .await
     }
 
-    /// Whether a client's `secret` matches `hash`, in the gateway's lane.
-    pub async fn verify(&self, secret: ClientSecret, hash: SecretHash) -> Result<bool, Error> {
+    /// Whether a client's `secret` matches `hash`, in the gateway's lane,
+    /// in the queue of `precedence`.
+    pub async fn verify(
+        &self,
+        secret: ClientSecret,
+        hash: SecretHash,
+        precedence: Precedence,
+    ) -> Result<bool, Error> {
         self.gateway
-            .run(move |memory| hash.matches(&secret, memory).map_err(Error::internal))
+            .run(precedence, move |memory| {
+                hash.matches(&secret, memory).map_err(Error::internal)
+            })
             .await
     }
 
-    /// Spends exactly what [`Hasher::verify`] spends, and answers `false`.
-    pub async fn verify_decoy(&self, secret: ClientSecret) -> Result<bool, Error> {
-        self.verify(secret, self.decoy.clone()).await?;
+    /// Spends exactly what [`Hasher::verify`] spends, waiting in the same
+    /// queue, and answers `false`.
+    pub async fn verify_decoy(
+        &self,
+        secret: ClientSecret,
+        precedence: Precedence,
+    ) -> Result<bool, Error> {
+        self.verify(secret, self.decoy.clone(), precedence).await?;
         Ok(false)
     }
 }
@@ -151,62 +226,51 @@ impl Pool {
         priority: Priority,
         settings: &HashingSettings,
     ) -> Result<Self, Error> {
-        let capacity = settings.queue_capacity.max(threads);
-        let (jobs, queue) = mpsc::sync_channel::<Job>(capacity);
-        let queue = Arc::new(Mutex::new(queue));
+        let params = settings.params;
+        let queues = Arc::new(Queues {
+            waiting: Mutex::new(Waiting {
+                high: VecDeque::new(),
+                normal: VecDeque::new(),
+                most: settings.queue_capacity.max(threads),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
         for n in 0..threads {
-            let queue = Arc::clone(&queue);
+            let queues = Arc::clone(&queues);
             std::thread::Builder::new()
                 .name(format!("{name}-{n}"))
-                .spawn(move || work(&queue, priority))
+                .spawn(move || work(&queues, priority, params))
                 .map_err(Error::internal)?;
         }
         Ok(Self {
-            jobs,
+            queues: Arc::new(Sender(queues)),
             queue_timeout: settings.queue_timeout,
-            waiting: Arc::default(),
-            most_waiting: Arc::new(AtomicUsize::new(capacity)),
         })
     }
 
-    /// Queues `work` for a thread of this lane and waits for its result.
-    async fn run<T, F>(&self, work: F) -> Result<T, Error>
+    /// Refuses work beyond `most` waiting in one queue.
+    fn limit_waiting(&self, most: usize) {
+        self.queues.0.lock().most = most;
+    }
+
+    /// Queues `work` for a thread of this lane, in the queue of
+    /// `precedence`, and waits for its result.
+    async fn run<T, F>(&self, precedence: Precedence, work: F) -> Result<T, Error>
     where
         F: FnOnce(&mut Memory) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        let full = || {
-            Error::ResourceExhausted(
-                "too many secrets are waiting to be checked; retry with backoff".into(),
-            )
-        };
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.most_waiting.load(Ordering::Acquire)
-        {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(full());
-        }
         let (done, result) = oneshot::channel();
         let span = tracing::Span::current();
-        let waiting = Arc::clone(&self.waiting);
         let job: Job = Box::new(move |memory| {
-            waiting.fetch_sub(1, Ordering::AcqRel);
             // The caller gave up (timed out, or its client went away).
             if done.is_closed() {
                 return;
             }
             let _ = done.send(span.in_scope(|| work(memory)));
         });
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.waiting.fetch_sub(1, Ordering::AcqRel);
-                return Err(full());
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.waiting.fetch_sub(1, Ordering::AcqRel);
-                return Err(Error::internal("the argon2 threads have stopped"));
-            }
-        }
+        self.queues.0.push(precedence, job)?;
         match tokio::time::timeout(self.queue_timeout, result).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(Error::internal("an argon2 computation panicked")),
@@ -217,23 +281,90 @@ impl Pool {
     }
 }
 
-/// An argon2 thread: sets its priority, then runs jobs until the queue's
-/// last sender is gone.
-fn work(queue: &Mutex<Receiver<Job>>, priority: Priority) {
+impl Queues {
+    /// The queues, whatever a panicking holder left: no code panics while
+    /// holding them, and a queue is consistent between any two statements.
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job` behind the work of its precedence, unless that queue
+    /// already holds as much as could start before the deadline.
+    fn push(&self, precedence: Precedence, job: Job) -> Result<(), Error> {
+        let mut waiting = self.lock();
+        let most = waiting.most;
+        let queue = match precedence {
+            Precedence::High => &mut waiting.high,
+            Precedence::Normal => &mut waiting.normal,
+        };
+        if queue.len() >= most {
+            return Err(Error::ResourceExhausted(
+                "too many secrets are waiting to be checked; retry with backoff".into(),
+            ));
+        }
+        queue.push_back(job);
+        drop(waiting);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job, High work first; waits for one. `None` once the last
+    /// caller is gone and nothing is left.
+    fn next(&self) -> Option<Job> {
+        let mut waiting = self.lock();
+        loop {
+            if let Some(job) = waiting.high.pop_front() {
+                return Some(job);
+            }
+            if let Some(job) = waiting.normal.pop_front() {
+                return Some(job);
+            }
+            if waiting.closed {
+                return None;
+            }
+            waiting = self
+                .ready
+                .wait(waiting)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// How many wait in the queue of `precedence`.
+    #[cfg(test)]
+    fn len(&self, precedence: Precedence) -> usize {
+        let waiting = self.lock();
+        match precedence {
+            Precedence::High => waiting.high.len(),
+            Precedence::Normal => waiting.normal.len(),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
+/// An argon2 thread: sets its priority, then runs jobs until the lane's
+/// last caller is gone.
+fn work(queues: &Queues, priority: Priority, params: HashParams) {
     if priority == Priority::Idle {
         lower_priority();
     }
     // Reused by every computation on this thread: a fresh 19 MiB each time
     // would cost page faults that show in every cold validation.
     let mut memory = Memory::default();
-    loop {
-        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(job) = job else {
-            return;
-        };
+    while let Some(job) = queues.next() {
         // A panic fails that one call (its result channel is dropped), not
         // the thread.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
+        // A stored hash costlier than the configured cost (from before the
+        // cost was lowered, or a row up to the ceiling) must not keep its
+        // memory on every thread it ever met: what the configured cost
+        // needs is kept, the rest given back.
+        memory.give_back_beyond(params);
     }
 }
 
@@ -287,8 +418,22 @@ mod tests {
         );
         let secret = ClientSecret::generate().expect("RNG");
         let hash = hasher.hash(secret.clone()).await.expect("hash");
-        assert!(hasher.verify(secret.clone(), hash).await.expect("verify"));
-        assert!(!hasher.verify_decoy(secret).await.expect("decoy"));
+        for precedence in [Precedence::High, Precedence::Normal] {
+            assert!(
+                hasher
+                    .verify(secret.clone(), hash.clone(), precedence)
+                    .await
+                    .expect("verify"),
+                "{precedence:?}"
+            );
+            assert!(
+                !hasher
+                    .verify_decoy(secret.clone(), precedence)
+                    .await
+                    .expect("decoy"),
+                "{precedence:?}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -304,7 +449,7 @@ mod tests {
                 tokio::spawn(async move {
                     hasher
                         .gateway
-                        .run(move |_| {
+                        .run(Precedence::Normal, move |_| {
                             use std::sync::atomic::Ordering::SeqCst;
                             let now = running.fetch_add(1, SeqCst) + 1;
                             peak.fetch_max(now, SeqCst);
@@ -325,12 +470,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_and_a_long_wait_times_out() {
-        let hasher = Hasher::start(&settings(1, 1, Duration::from_millis(200)))
-            .await
-            .expect("hasher");
-        let pool = hasher.gateway.clone();
+        // The lane alone: a whole Hasher would first hash its decoy within
+        // the same 200 ms, which a busy machine can miss.
+        let settings = settings(1, 1, Duration::from_millis(200));
+        let gateway = Pool::start("argon2-test", 1, Priority::Normal, &settings).expect("lane");
+        let pool = gateway.clone();
         let running = tokio::spawn(async move {
-            pool.run(|_| {
+            pool.run(Precedence::Normal, |_| {
                 std::thread::sleep(Duration::from_millis(800));
                 Ok(())
             })
@@ -338,10 +484,10 @@ mod tests {
         });
         // The one thread is busy for 800 ms; the queue has one slot.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let waiting = hasher.gateway.run(|_| Ok(()));
+        let waiting = gateway.run(Precedence::Normal, |_| Ok(()));
         let refused = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            hasher.gateway.run(|_| Ok(())).await
+            gateway.run(Precedence::Normal, |_| Ok(())).await
         };
         let (waiting, refused) = tokio::join!(waiting, refused);
         let code = |r: Result<(), Error>| r.err().map(|e| e.code());
@@ -364,6 +510,220 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hash_below_the_configured_cost_in_any_dimension_needs_a_rehash() {
+        let configured = HashParams::new(32_768, 3, 2).expect("valid");
+        let mut settings = settings(1, 8, Duration::from_secs(30));
+        settings.params = configured;
+        let hasher = Hasher::start(&settings).await.expect("hasher");
+        let secret = ClientSecret::generate().expect("RNG");
+        for (m, t, p, needed) in [
+            (19_456, 2, 1, true),
+            (32_768, 3, 1, true),
+            (32_768, 2, 2, true),
+            (19_456, 3, 2, true),
+            // More memory does not make up for fewer passes.
+            (65_536, 2, 2, true),
+            (32_768, 3, 2, false),
+            (65_536, 4, 4, false),
+        ] {
+            let params = HashParams::new(m, t, p).expect("valid");
+            let hash = SecretHash::compute(&secret, params, &mut Memory::default()).expect("hash");
+            assert_eq!(
+                hasher.needs_rehash(&hash),
+                needed,
+                "a hash at {params} against {configured}"
+            );
+        }
+        let rehashed = hasher.rehash(secret).expect("a place").await.expect("hash");
+        assert_eq!(rehashed.params(), configured, "at the configured cost");
+        assert!(!hasher.needs_rehash(&rehashed), "and so needs no other");
+    }
+
+    #[tokio::test]
+    async fn no_more_rehashes_than_allowed_are_under_way_at_once() {
+        let hasher = Hasher::start(&settings(1, 8, Duration::from_secs(30)))
+            .await
+            .expect("hasher");
+        let secret = || ClientSecret::generate().expect("RNG");
+        let under_way: Vec<_> = (0..REHASHES_AT_ONCE)
+            .map(|n| {
+                hasher
+                    .rehash(secret())
+                    .unwrap_or_else(|| panic!("place {n}"))
+            })
+            .collect();
+        assert!(
+            hasher.rehash(secret()).is_none(),
+            "every place is taken, even before any rehash ran"
+        );
+        let mut under_way = under_way.into_iter();
+        let first = under_way.next().expect("one");
+        first.await.expect("hash");
+        let freed = hasher
+            .rehash(secret())
+            .expect("the finished rehash's place");
+        drop(under_way);
+        assert!(
+            hasher.rehash(secret()).is_some(),
+            "a dropped rehash's place is free"
+        );
+        freed.await.expect("hash");
+    }
+
+    /// Occupies the lane's one thread until the returned sender sends (or
+    /// is dropped); returns once the work has started.
+    async fn occupy(pool: &Pool) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (started, busy) = oneshot::channel::<()>();
+        let pool = pool.clone();
+        let task = tokio::spawn(async move {
+            pool.run(Precedence::Normal, move |_| {
+                let _ = started.send(());
+                let _ = gate.recv();
+                Ok(())
+            })
+            .await
+            .expect("the occupying work runs");
+        });
+        busy.await.expect("the thread took the occupying work");
+        (release, task)
+    }
+
+    /// Waits until `condition` holds; fails after ten seconds.
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn high_work_runs_before_normal_work_that_was_queued_earlier() {
+        let hasher = Hasher::start(&settings(1, 8, Duration::from_secs(30)))
+            .await
+            .expect("hasher");
+        let (release, occupied) = occupy(&hasher.gateway).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let queue = |label: &'static str, precedence| {
+            let (pool, order) = (hasher.gateway.clone(), Arc::clone(&order));
+            tokio::spawn(async move {
+                pool.run(precedence, move |_| {
+                    order.lock().expect("not poisoned").push(label);
+                    Ok(())
+                })
+                .await
+            })
+        };
+        let queued = |precedence| hasher.gateway.queues.0.len(precedence);
+        let first = queue("normal 1", Precedence::Normal);
+        until("the first Normal work waits", || {
+            queued(Precedence::Normal) == 1
+        })
+        .await;
+        let second = queue("normal 2", Precedence::Normal);
+        until("both Normal works wait", || queued(Precedence::Normal) == 2).await;
+        let high = queue("high", Precedence::High);
+        until("the High work waits", || queued(Precedence::High) == 1).await;
+
+        release.send(()).expect("the occupying work waits for it");
+        occupied.await.expect("join");
+        for task in [first, second, high] {
+            task.await.expect("join").expect("work");
+        }
+        assert_eq!(
+            *order.lock().expect("not poisoned"),
+            ["high", "normal 1", "normal 2"],
+            "the High work went first, then the Normal work in its order"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_normal_queue_does_not_refuse_high_work() {
+        let hasher = Hasher::start(&settings(1, 2, Duration::from_secs(30)))
+            .await
+            .expect("hasher");
+        let (release, occupied) = occupy(&hasher.gateway).await;
+        let queue = |precedence| {
+            let pool = hasher.gateway.clone();
+            tokio::spawn(async move { pool.run(precedence, |_| Ok(())).await })
+        };
+        let queued = |precedence| hasher.gateway.queues.0.len(precedence);
+        let normal = [queue(Precedence::Normal), queue(Precedence::Normal)];
+        until("the Normal queue is full", || {
+            queued(Precedence::Normal) == 2
+        })
+        .await;
+        let refused = hasher.gateway.run(Precedence::Normal, |_| Ok(())).await;
+        assert_eq!(
+            refused.err().map(|e| e.code()),
+            Some(tonic::Code::ResourceExhausted),
+            "a third Normal work is refused at once"
+        );
+        let high = [queue(Precedence::High), queue(Precedence::High)];
+        until("the High work waits", || queued(Precedence::High) == 2).await;
+
+        release.send(()).expect("the occupying work waits for it");
+        occupied.await.expect("join");
+        for (what, task) in [("High", high), ("Normal", normal)]
+            .into_iter()
+            .flat_map(|(what, tasks)| tasks.map(|task| (what, task)))
+        {
+            let done = task.await.expect("join");
+            assert!(done.is_ok(), "{what} work queued in time ran: {done:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thread_gives_back_the_memory_a_costlier_hash_took() {
+        let hasher = Hasher::start(&settings(1, 8, Duration::from_secs(30)))
+            .await
+            .expect("hasher");
+        let held = || {
+            hasher
+                .gateway
+                .run(Precedence::Normal, |memory| Ok(memory.blocks_held()))
+        };
+        let secret = ClientSecret::generate().expect("RNG");
+        let usual = hasher.hash(secret.clone()).await.expect("hash");
+        let verified = hasher.verify(secret.clone(), usual, Precedence::Normal);
+        assert!(
+            verified.await.expect("verify"),
+            "a hash at the configured cost"
+        );
+        let configured = held().await.expect("runs");
+        assert_eq!(configured, 19_456, "what the configured cost fills");
+        let costlier = HashParams::new(32_768, 2, 1).expect("valid");
+        let hash = SecretHash::compute(&secret, costlier, &mut Memory::default()).expect("hash");
+        let (verified, during) = {
+            let (secret, hash) = (secret.clone(), hash.clone());
+            hasher
+                .gateway
+                .run(Precedence::Normal, move |memory| {
+                    let verified = hash.matches(&secret, memory).map_err(Error::internal)?;
+                    Ok((verified, memory.blocks_held()))
+                })
+                .await
+                .expect("runs")
+        };
+        assert!(verified, "the costlier hash verifies");
+        assert_eq!(during, 32_768, "the thread's memory grew for it");
+        assert_eq!(
+            held().await.expect("runs"),
+            configured,
+            "and was given back after"
+        );
+        assert!(
+            hasher
+                .verify(secret, hash, Precedence::High)
+                .await
+                .expect("verify"),
+            "verified again"
+        );
+        assert_eq!(held().await.expect("runs"), configured, "given back again");
+    }
+
+    #[tokio::test]
     async fn the_dashboards_lane_is_not_held_up_by_the_gateways() {
         let hasher = Hasher::start(&settings(1, 8, Duration::from_secs(10)))
             .await
@@ -371,7 +731,7 @@ mod tests {
         let gateway = hasher.gateway.clone();
         let busy = tokio::spawn(async move {
             gateway
-                .run(|_| {
+                .run(Precedence::Normal, |_| {
                     std::thread::sleep(Duration::from_secs(2));
                     Ok(())
                 })

@@ -29,6 +29,7 @@
 //! | the log level of every outcome | `grpc/outcome.rs` |
 //! | who may call what | `auth.rs` |
 //! | the shape of a secret, its checksum, its hash | `domain/client_secret.rs`, `domain/secret_hash.rs` |
+//! | when a stored hash is hashed again at the configured cost, and stored | `rehash.rs` |
 //!
 //! # The modules
 //!
@@ -45,6 +46,8 @@
 //! - [`domain`]: organization and client ids, secrets and their hashes,
 //!   each parsed once and trusted after.
 //! - [`hashing`]: where argon2id runs, and how long a call may wait for it.
+//! - [`rehash`]: hashes stored below the configured cost, replaced as their
+//!   values are verified.
 //! - [`throttle`]: every limit on work that costs argon2.
 //! - [`invalidation`]: PostgreSQL notifications that keep every replica's
 //!   cache honest.
@@ -67,6 +70,7 @@ pub mod health;
 pub mod integrations;
 pub mod invalidation;
 pub mod proto;
+pub mod rehash;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

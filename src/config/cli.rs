@@ -90,15 +90,17 @@ struct ServeArgs {
     )]
     max_concurrent_streams: u32,
 
-    /// argon2id memory cost of new secrets, in KiB (19456 to 1048576).
+    /// argon2id memory cost of new secrets, in KiB (19456 to 262144).
+    /// Secrets stored at a lower cost are stored again at this one when
+    /// they next verify.
     #[arg(long, env = "INTEGRATION_ARGON2_MEMORY_KIB", default_value_t = HashParams::MINIMUM.memory_kib)]
     argon2_memory_kib: u32,
 
-    /// argon2id passes over memory for new secrets (2 to 64).
+    /// argon2id passes over memory for new secrets (2 to 16).
     #[arg(long, env = "INTEGRATION_ARGON2_ITERATIONS", default_value_t = HashParams::MINIMUM.iterations)]
     argon2_iterations: u32,
 
-    /// argon2id lanes for new secrets (1 to 16).
+    /// argon2id lanes for new secrets (1 to 8).
     #[arg(long, env = "INTEGRATION_ARGON2_PARALLELISM", default_value_t = HashParams::MINIMUM.parallelism)]
     argon2_parallelism: u32,
 

@@ -2,8 +2,11 @@
 //! secret state machine consistent across replicas.
 //!
 //! Every query that reads or changes an organization's data takes the
-//! [`OrganizationId`] it acts for; the one exception is the gateway's lookup
-//! by client ID, which is how it learns the organization.
+//! [`OrganizationId`] it acts for. The two exceptions serve the gateway: its
+//! lookup by client ID, which is how it learns the organization, and the
+//! rehash of a secret it has just verified, by that secret's id (which
+//! changes the hash only of the same row, still active, still holding the
+//! hash that verified).
 //!
 //! Transactions that change secrets begin by touching the organization's
 //! `integrations` row. On PostgreSQL that takes the row lock, so concurrent

@@ -1,6 +1,8 @@
 //! The secret state machine's two transitions that need a transaction:
 //! generating (a new PENDING, the old one DISCARDED) and activating (PENDING
-//! to ACTIVE, the old ACTIVE to REVOKED).
+//! to ACTIVE, the old ACTIVE to REVOKED). Beside them, one change that is no
+//! transition: an ACTIVE secret's hash replaced by a costlier hash of the
+//! same value (see `crate::rehash`).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -195,6 +197,37 @@ impl Store {
             integration: Box::new(integration),
             revoked,
         })
+    }
+
+    /// Stores `new` as the hash of secret `secret_id` if that row still
+    /// holds exactly `old` and is still ACTIVE, in one statement; whether
+    /// it did. A rotation, a revocation or another replica's rehash between
+    /// the read of `old` and this write wins, and nothing changes.
+    ///
+    /// Like the gateway's lookup it follows, it is keyed by the secret
+    /// alone, not by an organization: `secret_id` is the one that lookup
+    /// found. One statement needs no organization lock: PostgreSQL checks
+    /// its conditions again on the row as a concurrent transaction left it,
+    /// and SQLite runs one writer at a time. It leaves `updated_at` alone:
+    /// the secret is the same one, and nothing the Integration tab shows
+    /// changes.
+    pub async fn replace_active_hash(
+        &self,
+        secret_id: Uuid,
+        old: &SecretHash,
+        new: &SecretHash,
+    ) -> Result<bool, Error> {
+        let replaced = secret::Entity::update_many()
+            .set(secret::ActiveModel {
+                hash: Set(new.as_str().to_owned()),
+                ..Default::default()
+            })
+            .filter(secret::Column::Id.eq(secret_id))
+            .filter(secret::Column::State.eq(SecretState::Active))
+            .filter(secret::Column::Hash.eq(old.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(replaced.rows_affected == 1)
     }
 }
 

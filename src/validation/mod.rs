@@ -28,9 +28,10 @@ use self::cache::{CredentialCache, Epoch, Fingerprint, Lookup, Read, Verified};
 use self::single_flight::SingleFlight;
 use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId, login_domain};
 use crate::error::Error;
-use crate::hashing::Hasher;
+use crate::hashing::{Hasher, Precedence};
+use crate::rehash;
 use crate::store::{ActiveCredentials, Store};
-use crate::throttle::ValidationThrottle;
+use crate::throttle::{Standing, ValidationThrottle};
 
 /// A client ID and secret as a caller presented them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,14 +220,31 @@ impl Validator {
         source: Option<IpAddr>,
     ) -> Result<Validation, Error> {
         let admission = self.throttle.admit(client_id, source)?;
+        // Callers that rarely fail go ahead of a flood in argon2's queue.
+        let precedence = match admission.standing() {
+            Standing::Good => Precedence::High,
+            Standing::Doubtful => Precedence::Normal,
+        };
         let Some(active) = self.store.active_credentials(client_id).await? else {
-            self.hasher.verify_decoy(secret).await?;
+            self.hasher.verify_decoy(secret, precedence).await?;
             return Ok(Validation::Invalid(Rejection::NoActiveSecret));
         };
-        if !self.hasher.verify(secret, active.hash.clone()).await? {
+        if !self
+            .hasher
+            .verify(secret.clone(), active.hash.clone(), precedence)
+            .await?
+        {
             return Ok(Validation::Invalid(Rejection::WrongSecret));
         }
         self.throttle.verified(admission);
+        // A secret stored below the configured cost is stored again at it.
+        rehash::upgrade(
+            &self.store,
+            &self.hasher,
+            active.secret_id,
+            secret,
+            active.hash.clone(),
+        );
         // The verify may have waited in argon2's queue past the revalidation
         // interval, or past an activation: then its read is not answered.
         if self.cache.still_trusts(&read) {

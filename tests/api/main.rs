@@ -16,6 +16,7 @@ mod get_integration;
 mod lockout;
 mod model;
 mod races;
+mod rehash;
 mod service;
 mod tls;
 mod validate_client;
