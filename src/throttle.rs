@@ -20,11 +20,13 @@
 //!   addresses of one's own prefix buys nothing.
 //! - **overall**, which bounds the argon2 work whatever the number of
 //!   sources. A miss in good standing (its source has spent at most a
-//!   quarter of its budget; without a source, its client ID has) may take the overall
-//!   budget's last units; any other miss must leave half the overall burst
-//!   for those. A flood from sources that keep failing thus gets only what
-//!   callers in good standing leave, and good standing also puts a miss at
-//!   the front of argon2's queue ([`Standing`]).
+//!   quarter of its budget) may take the overall budget's last units; a
+//!   miss from a source that has failed more must leave half the overall
+//!   burst for those. A flood from sources that keep failing thus gets only
+//!   what callers in good standing leave, and good standing also puts a
+//!   miss at the front of argon2's queue ([`Standing`]). A miss without a
+//!   source is treated as before sources were known: the whole overall
+//!   budget, first come first served.
 //!
 //! A refused attempt is answered `RESOURCE_EXHAUSTED` at once, for the price
 //! of a few atomic operations. Hits are never rationed, nor are pairs this
@@ -185,13 +187,19 @@ fn source_key(address: IpAddr) -> u128 {
     }
 }
 
-/// Whether a miss comes from a caller that has rarely failed: it may take
-/// the overall budget's last units, and its verify goes ahead of the others
-/// in argon2's queue.
+/// What the throttle knows of where a miss comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
+    /// From a source that has rarely failed: it may take the overall
+    /// budget's last units, and its verify goes ahead of the others in
+    /// argon2's queue.
     Good,
+    /// From a source that has failed more: it must leave the overall
+    /// budget's last half to others.
     Doubtful,
+    /// From an unknown source: as before sources were known, the whole
+    /// overall budget, first come first served.
+    Unknown,
 }
 
 /// The units one admitted miss took: hand it back through
@@ -267,21 +275,24 @@ impl ValidationThrottle {
         let (source_cell, standing) = match source {
             Some(source) => {
                 let cell = self.per_source.cell(&source);
-                let good = self.per_source.in_good_standing(cell, now);
+                let standing = if self.per_source.in_good_standing(cell, now) {
+                    Standing::Good
+                } else {
+                    Standing::Doubtful
+                };
                 if !self.per_source.take(cell, now) {
                     self.per_client.give_back(client_cell);
                     return Err(Error::ResourceExhausted(
                         "too many failed validations from this remote_address; retry later".into(),
                     ));
                 }
-                (Some(cell), good)
+                (Some(cell), standing)
             }
-            None => (None, self.per_client.in_good_standing(client_cell, now)),
+            None => (None, Standing::Unknown),
         };
-        let keep = if standing {
-            0
-        } else {
-            self.overall_quota.burst / 2
+        let keep = match standing {
+            Standing::Good | Standing::Unknown => 0,
+            Standing::Doubtful => self.overall_quota.burst / 2,
         };
         if !self.overall.take(self.overall_quota, now, keep) {
             self.per_client.give_back(client_cell);
@@ -296,11 +307,7 @@ impl ValidationThrottle {
         Ok(Admission {
             client_cell,
             source_cell,
-            standing: if standing {
-                Standing::Good
-            } else {
-                Standing::Doubtful
-            },
+            standing,
         })
     }
 
@@ -568,6 +575,19 @@ mod tests {
                 Standing::Doubtful,
                 Standing::Doubtful
             ]
+        );
+    }
+
+    #[test]
+    fn without_a_source_a_miss_may_take_the_whole_overall_budget_in_the_ordinary_queue() {
+        let throttle = throttle(100, 100, Some(4));
+        for _ in 0..4 {
+            let admitted = throttle.admit(&client(), None).expect("admitted");
+            assert_eq!(admitted.standing(), Standing::Unknown);
+        }
+        assert!(
+            throttle.admit(&client(), None).is_err(),
+            "the overall budget is spent"
         );
     }
 

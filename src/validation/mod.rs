@@ -223,7 +223,7 @@ impl Validator {
         // Callers that rarely fail go ahead of a flood in argon2's queue.
         let precedence = match admission.standing() {
             Standing::Good => Precedence::High,
-            Standing::Doubtful => Precedence::Normal,
+            Standing::Doubtful | Standing::Unknown => Precedence::Normal,
         };
         let Some(active) = self.store.active_credentials(client_id).await? else {
             self.hasher.verify_decoy(secret, precedence).await?;

@@ -216,7 +216,14 @@ async fn an_activation_whose_commit_acknowledgement_is_lost_still_revokes_on_its
     // what stops the old one.
     let server = ServerCommand::new(BINARY, &proxy.url())
         .log_filter(LOG)
-        .args(&["--cache-revalidate-ms", "60000"])
+        // Verifies compete for the CPU, so that a busy test machine does not
+        // starve them into UNAVAILABLE (idle priority's documented price).
+        .args(&[
+            "--cache-revalidate-ms",
+            "60000",
+            "--argon2-priority",
+            "normal",
+        ])
         .start()
         .await;
     let client = client_of(&server).await;
