@@ -11,7 +11,7 @@
 //!            └─▶ validation    (the gateway's ValidateClient, in order of cost)
 //!                  ├─▶ validation::cache  (verified pairs, answered in microseconds)
 //!                  ├─▶ throttle           (rations what the cache cannot answer)
-//!                  └─▶ hashing            (argon2id on threads of its own, idle priority)
+//!                  └─▶ hashing            (argon2id on threads of its own, idle priority, good standing first)
 //!            both ─▶ store     (SeaORM on SQLite or PostgreSQL; one transaction per change)
 //!                  └─▶ invalidation (a change on any replica empties every cache)
 //! ```
@@ -22,12 +22,12 @@
 //! | --- | --- |
 //! | the cache's consistency (what is trusted, when, after which read) | `validation/cache.rs` |
 //! | the order of a check: malformed, cached, throttled, verified | `validation/mod.rs` |
-//! | the throttles (cache misses per client and overall, failed activations) | `throttle.rs` |
+//! | the throttles (failed cache misses per client and source, per source, overall; failed activation verifies) | `throttle.rs` |
 //! | the secret state machine and its transactions | `store/secrets.rs` (states: `domain/secret_state.rs`) |
 //! | what each request must hold (parse once, `INVALID_ARGUMENT`) | `grpc/requests.rs` |
 //! | the mapping of every error to a gRPC status | `error.rs` |
 //! | the log level of every outcome | `grpc/outcome.rs` |
-//! | who may call what | `auth.rs` |
+//! | who may call what; how refused calls are logged | `auth.rs`, `auth/refusals.rs` |
 //! | the shape of a secret, its checksum, its hash | `domain/client_secret.rs`, `domain/secret_hash.rs` |
 //! | when a stored hash is hashed again at the configured cost, and stored | `rehash.rs` |
 //!
