@@ -18,9 +18,12 @@
 //! - **The dashboard's lane**: hashing new secrets and checking the value an
 //!   activation sends, on one thread at normal priority, so that people can
 //!   still rotate a secret while the gateway's lane is starved or flooded.
-//!   Rehashes of secrets stored below the configured cost (`crate::rehash`)
-//!   run here too, but never more than [`REHASHES_AT_ONCE`] at a time, so
-//!   that they leave the lane to people.
+//!
+//! Rehashes of secrets stored below the configured cost (`crate::rehash`)
+//! run in the gateway's lane, in its Normal queue, never more than
+//! [`REHASHES_AT_ONCE`] at a time: after the cost is raised, the wave of
+//! them neither takes the dashboard's lane from people nor the CPU from
+//! requests.
 //!
 //! A call waits for its result at most `queue_timeout`, then fails
 //! `UNAVAILABLE`. A call that could not start before its deadline anyway
@@ -160,8 +163,10 @@ impl Hasher {
         !hash.params().at_least(self.params)
     }
 
-    /// Hashes `secret` again at the configured cost, in the dashboard's
-    /// lane: a future that holds one of the [`REHASHES_AT_ONCE`] places
+    /// Hashes `secret` again at the configured cost, in the gateway's lane
+    /// behind every good-standing verify (at its idle priority, so neither
+    /// people's work in the dashboard's lane nor requests wait for it): a
+    /// future that holds one of the [`REHASHES_AT_ONCE`] places
     /// until it ends or is dropped. `None`, at once and at no cost, when
     /// every place is taken.
     pub fn rehash(
@@ -169,9 +174,13 @@ impl Hasher {
         secret: ClientSecret,
     ) -> Option<impl Future<Output = Result<SecretHash, Error>> + Send + 'static> {
         let place = Arc::clone(&self.rehashes).try_acquire_owned().ok()?;
-        let hasher = self.clone();
+        let (gateway, params) = (self.gateway.clone(), self.params);
         Some(async move {
-            let hashed = hasher.hash(secret).await;
+            let hashed = gateway
+                .run(Precedence::Normal, move |memory| {
+                    SecretHash::compute(&secret, params, memory).map_err(Error::internal)
+                })
+                .await;
             drop(place);
             hashed
         })

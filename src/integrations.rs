@@ -167,7 +167,9 @@ impl Integrations {
         {
             // Already active: perhaps an earlier activation committed and its
             // answer was lost. Whatever this replica remembered of the
-            // client's previous secret then is forgotten now.
+            // client's previous secret then is forgotten now. The read behind
+            // what is remembered began before this call's own forgetting, so
+            // the entry is born untrusted and confirmed by its first use.
             let read = self.cache.before_read(&integration.client_id);
             self.cache.forget(&integration.client_id);
             self.cache.remember(
@@ -197,11 +199,14 @@ impl Integrations {
             return Ok(false);
         };
         let attempt = self.failed_activations.admit(organization)?;
-        let matches = self.hasher.check_possession(secret.clone(), hash).await?;
-        if matches {
+        let checked = self.hasher.check_possession(secret.clone(), hash).await;
+        // Only a verify that ran and did not match is a failure: a match, or
+        // a verify that could not run (argon2's lane full or too slow), gives
+        // the unit back.
+        if !matches!(checked, Ok(false)) {
             self.failed_activations.verified(attempt);
         }
-        Ok(matches)
+        checked
     }
 
     /// What a check of `secret_id`, the active secret of `integration`,

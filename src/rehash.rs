@@ -6,7 +6,8 @@
 //! behind an older one is known to this service only for the moment a
 //! caller presents it and it verifies. [`upgrade`] takes that moment, off
 //! the request's path: the caller has its answer already, and the rehash
-//! runs in the dashboard's argon2 lane (`crate::hashing`), at most
+//! runs in the gateway's argon2 lane behind good-standing verifies, at idle
+//! priority (`crate::hashing`), at most
 //! [`REHASHES_AT_ONCE`](crate::hashing::REHASHES_AT_ONCE) at a time. A
 //! rehash that finds no place, or a lane too busy, is dropped rather than
 //! queued: the client's next cache miss tries again.

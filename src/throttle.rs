@@ -96,7 +96,8 @@ struct Budget(AtomicU64);
 impl Budget {
     /// Takes one unit if, after it, at least `keep` units remain.
     fn take(&self, quota: Quota, now: Nanos, keep: u64) -> bool {
-        let limit = now.saturating_add(quota.tolerance() - quota.interval * keep.min(quota.burst));
+        let reserve = quota.interval.saturating_mul(keep.min(quota.burst));
+        let limit = now.saturating_add(quota.tolerance().saturating_sub(reserve));
         self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
                 let next = tat.max(now).saturating_add(quota.interval);
@@ -106,7 +107,10 @@ impl Budget {
     }
 
     /// Gives back a unit taken earlier. The budget never holds more than its
-    /// burst: what was given back while it was full is lost.
+    /// burst: what was given back while it was full is lost. A unit given
+    /// back after the budget has refilled past it cancels another unit
+    /// taken since: at most one per verify that succeeded, which is what
+    /// a lock-free cell allows.
     fn give_back(&self, quota: Quota) {
         let _ = self
             .0
@@ -320,6 +324,14 @@ impl ValidationThrottle {
             self.per_source.give_back(cell);
         }
     }
+
+    /// The admitted miss could not be verified (the database or argon2's
+    /// queue failed it): no failure of the client's either, so its client
+    /// budget gets its unit back. Its source's unit stays spent, so that
+    /// calls refused for load still count against whoever sends them.
+    pub fn unverified(&self, admission: Admission) {
+        self.per_client.give_back(admission.client_cell);
+    }
 }
 
 /// The limit on ActivateSecret's verifies that fail, per organization.
@@ -494,6 +506,24 @@ mod tests {
         assert!(
             fail(&throttle, &client, ip("203.0.113.7")),
             "the budget is whole"
+        );
+    }
+
+    #[test]
+    fn a_miss_that_could_not_be_verified_spends_its_sources_unit_only() {
+        let throttle = throttle(1, 2, Some(1_000));
+        let victim = client();
+        let admitted = throttle
+            .admit(&victim, ip("203.0.113.7"))
+            .expect("admitted");
+        throttle.unverified(admitted);
+        let admitted = throttle
+            .admit(&victim, ip("203.0.113.7"))
+            .expect("the client's unit came back");
+        throttle.unverified(admitted);
+        assert!(
+            throttle.admit(&client(), ip("203.0.113.7")).is_err(),
+            "the source's two units are spent"
         );
     }
 

@@ -225,18 +225,29 @@ impl Validator {
             Standing::Good => Precedence::High,
             Standing::Doubtful | Standing::Unknown => Precedence::Normal,
         };
-        let Some(active) = self.store.active_credentials(client_id).await? else {
-            self.hasher.verify_decoy(secret, precedence).await?;
-            return Ok(Validation::Invalid(Rejection::NoActiveSecret));
+        let verified = async {
+            let Some(active) = self.store.active_credentials(client_id).await? else {
+                self.hasher.verify_decoy(secret.clone(), precedence).await?;
+                return Ok(None);
+            };
+            let matches = self
+                .hasher
+                .verify(secret.clone(), active.hash.clone(), precedence)
+                .await?;
+            Ok::<_, Error>(Some((active, matches)))
         };
-        if !self
-            .hasher
-            .verify(secret.clone(), active.hash.clone(), precedence)
-            .await?
-        {
-            return Ok(Validation::Invalid(Rejection::WrongSecret));
-        }
-        self.throttle.verified(admission);
+        let active = match verified.await {
+            Ok(Some((active, true))) => {
+                self.throttle.verified(admission);
+                active
+            }
+            Ok(Some((_, false))) => return Ok(Validation::Invalid(Rejection::WrongSecret)),
+            Ok(None) => return Ok(Validation::Invalid(Rejection::NoActiveSecret)),
+            Err(error) => {
+                self.throttle.unverified(admission);
+                return Err(error);
+            }
+        };
         // A secret stored below the configured cost is stored again at it.
         rehash::upgrade(
             &self.store,
