@@ -13,7 +13,7 @@ use crate::{
 
 /// The goal of the real client's p99 under the paced flood, in
 /// milliseconds.
-const PACED_P99_GOAL_MS: f64 = 5.0;
+const PACED_P99_GOAL_MS: f64 = 2.0;
 
 /// The flood of one attack.
 #[derive(Debug, Clone, Copy)]
