@@ -35,6 +35,17 @@ pub struct Group {
     /// Requests per second for the whole group; `None`: as fast as answers
     /// come back.
     pub rate: Option<f64>,
+    pub start: Start,
+}
+
+/// When a group's workers send their first call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With the warm-up, so that the window measures a steady state.
+    WarmUp,
+    /// When the measured window opens, so that its first call is measured
+    /// (the lockout's victim, whose first call meets a flood under way).
+    Window,
 }
 
 /// The figures of one group over one measured window.
@@ -55,6 +66,9 @@ pub struct Measured {
     pub max_ms: f64,
     codes: BTreeMap<&'static str, u64>,
     pub positive: u64,
+    /// From the start of the first recorded call to the end of the first
+    /// positive answer; `None` if none was positive.
+    pub first_positive_ms: Option<f64>,
     /// Shared by every group of the phase.
     pub server_cpu_ms_per_request: Option<f64>,
     pub server_cpu_cores: Option<f64>,
@@ -101,6 +115,7 @@ impl Measured {
             "max_ms": self.max_ms,
             "statuses": self.codes,
             "positive": self.positive,
+            "first_positive_ms": self.first_positive_ms,
             "server_cpu_ms_per_request": self.server_cpu_ms_per_request,
             "server_cpu_cores": self.server_cpu_cores,
             "bench_cpu_cores": self.bench_cpu_cores,
@@ -139,13 +154,20 @@ impl Generator<'_> {
                 let pace = group
                     .rate
                     .map(|rate| Duration::from_secs_f64(group.streams as f64 / rate));
+                let first = match group.start {
+                    Start::WarmUp => begin,
+                    Start::Window => measure_start,
+                };
                 workers.push(tokio::spawn(worker(
                     group.op.clone(),
                     connection,
                     self.seed,
                     pace,
-                    measure_start,
-                    end,
+                    Window {
+                        first,
+                        measure_start,
+                        end,
+                    },
                 )));
             }
             handles.push(workers);
@@ -198,6 +220,10 @@ impl Generator<'_> {
                     .latencies_ns
                     .last()
                     .map_or(0.0, |&ns| ns as f64 / 1e6),
+                first_positive_ms: sample
+                    .first_positive
+                    .zip(sample.first_start)
+                    .map(|(done, start)| done.saturating_duration_since(start).as_secs_f64() * 1e3),
                 codes: sample.codes,
                 positive: sample.positive,
                 server_cpu_ms_per_request: server_cpu
@@ -242,6 +268,7 @@ impl Generator<'_> {
             streams: self.options.concurrency,
             op,
             rate: None,
+            start: Start::WarmUp,
         };
         self.run(vec![group])
             .await?
@@ -263,8 +290,16 @@ impl Generator<'_> {
     }
 }
 
-/// One worker until `end`, recording every call that completes inside
-/// [measure_start, end], whenever it started.
+/// When a worker sends its first call, and the window it measures.
+#[derive(Clone, Copy)]
+struct Window {
+    first: Instant,
+    measure_start: Instant,
+    end: Instant,
+}
+
+/// One worker from `window.first` until `window.end`, recording every call
+/// that completes inside [measure_start, end], whenever it started.
 ///
 /// Without a `pace` it is closed-loop: it sends a request, waits for its
 /// answer, sends the next. With a `pace` it is open-loop, as an attacker
@@ -275,17 +310,22 @@ async fn worker(
     connection: Connection,
     seed: u64,
     pace: Option<Duration>,
-    measure_start: Instant,
-    end: Instant,
+    window: Window,
 ) -> Sample {
+    let Window {
+        first,
+        measure_start,
+        end,
+    } = window;
     let mut stubs = Stubs::new(&op, &connection);
     let mut state = WorkerState::new(seed);
     let mut sample = Sample::default();
     let record = |sample: &mut Sample, outcome: Option<Outcome>, start: Instant, done: Instant| {
         if done >= measure_start && done <= end {
-            sample.record(outcome, done - start);
+            sample.record(outcome, start, done);
         }
     };
+    tokio::time::sleep_until(first.into()).await;
     let Some(pace) = pace else {
         while Instant::now() < end {
             let start = Instant::now();
@@ -329,16 +369,30 @@ struct Sample {
     latencies_ns: Vec<u64>,
     codes: BTreeMap<&'static str, u64>,
     positive: u64,
+    /// When the earliest recorded call started.
+    first_start: Option<Instant>,
+    /// When the earliest positive answer came.
+    first_positive: Option<Instant>,
+}
+
+/// The earlier of two instants, either of which may be missing.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Sample {
-    fn record(&mut self, outcome: Option<Outcome>, latency: Duration) {
-        self.latencies_ns.push(latency.as_nanos() as u64);
+    fn record(&mut self, outcome: Option<Outcome>, start: Instant, done: Instant) {
+        self.latencies_ns.push((done - start).as_nanos() as u64);
+        self.first_start = earliest(self.first_start, Some(start));
         let code = match outcome {
             None => "CLIENT_TIMEOUT",
             Some(Ok(positive)) => {
                 if positive {
                     self.positive += 1;
+                    self.first_positive = earliest(self.first_positive, Some(done));
                 }
                 "OK"
             }
@@ -353,6 +407,8 @@ impl Sample {
             *self.codes.entry(code).or_default() += n;
         }
         self.positive += other.positive;
+        self.first_start = earliest(self.first_start, other.first_start);
+        self.first_positive = earliest(self.first_positive, other.first_positive);
     }
 }
 

@@ -31,6 +31,9 @@
 //! - `phases.rs`: one backend from start to end: the warm, scale and cold
 //!   phases in order, each with its goals.
 //! - `attack.rs`: the attack phase: the real client and the flood.
+//! - `lockout.rs`: the lockout phase: on a restarted server, an
+//!   application's right secret from its own address while another address
+//!   floods its client ID and the service.
 //! - `report.rs`: the goals' rows and the report, as text and as JSON.
 //!
 //! The support crate, shared with the tests, drives the real binary: it
@@ -49,6 +52,7 @@
 
 mod attack;
 mod generator;
+mod lockout;
 mod machine;
 mod ops;
 mod options;

@@ -22,10 +22,12 @@ use crate::{
 pub enum Op {
     /// `grpc.health.v1.Health/Check` of "".
     Health,
-    /// ValidateClient of one client with its active secret.
+    /// ValidateClient of one client with its active secret, from
+    /// `remote_address` (empty: none sent).
     Validate {
         client_id: Arc<str>,
         secret: Arc<str>,
+        remote_address: Arc<str>,
     },
     /// ValidateClient of a different seeded cold client each call.
     ValidateCold {
@@ -38,10 +40,12 @@ pub enum Op {
     /// 1..=count.
     GetIntegration { count: u64 },
     /// Well-formed wrong secrets for `client_id`, unknown client IDs with
-    /// well-formed secrets, and some secrets with a broken checksum.
+    /// well-formed secrets, and some secrets with a broken checksum, from
+    /// `remote_address` (empty: none sent).
     Flood {
         client_id: Arc<str>,
         kind: FloodKind,
+        remote_address: Arc<str>,
     },
 }
 
@@ -119,7 +123,11 @@ impl Op {
                     .await?;
                 Ok(response.into_inner().status == ServingStatus::Serving as i32)
             }
-            Op::Validate { client_id, secret } => validate(client, client_id, secret).await,
+            Op::Validate {
+                client_id,
+                secret,
+                remote_address,
+            } => validate(client, client_id, secret, remote_address).await,
             Op::ValidateCold {
                 next,
                 pool,
@@ -138,7 +146,7 @@ impl Op {
                         n
                     }
                 });
-                let outcome = validate(client, &COLD.client_id(n), secret).await;
+                let outcome = validate(client, &COLD.client_id(n), secret, "").await;
                 if outcome.is_err() {
                     state.cold = Some(n);
                 }
@@ -153,7 +161,11 @@ impl Op {
                     .await?;
                 Ok(response.into_inner().integration.is_some())
             }
-            Op::Flood { client_id, kind } => {
+            Op::Flood {
+                client_id,
+                kind,
+                remote_address,
+            } => {
                 let fresh = ClientSecret::generate().expect("the OS RNG");
                 // 24 base62 characters from the random part of another
                 // fresh secret: a well-formed client ID nobody has.
@@ -174,18 +186,25 @@ impl Op {
                         (id, broken)
                     }
                 };
-                validate(client, &client_id, &secret).await
+                validate(client, &client_id, &secret, remote_address).await
             }
         }
     }
 }
 
-async fn validate(client: &mut RawClient, client_id: &str, secret: &str) -> Outcome {
+/// ValidateClient as a gateway sends it; an empty `remote_address` is
+/// none.
+async fn validate(
+    client: &mut RawClient,
+    client_id: &str,
+    secret: &str,
+    remote_address: &str,
+) -> Outcome {
     let response = client
         .validate_client(proto::ValidateClientRequest {
             client_id: client_id.to_owned(),
             client_secret: secret.to_owned(),
-            ..Default::default()
+            remote_address: remote_address.to_owned(),
         })
         .await?;
     Ok(response.into_inner().valid)

@@ -30,12 +30,13 @@ pub enum Phase {
     Cold,
     Attack,
     Scale,
+    Lockout,
 }
 
 /// A phase of `--phases`, spaces around it allowed (`warm, cold`).
 fn phase(text: &str) -> Result<Phase, String> {
     Phase::from_str(text.trim(), false)
-        .map_err(|_| "not one of warm, cold, attack, scale".to_owned())
+        .map_err(|_| "not one of warm, cold, attack, scale, lockout".to_owned())
 }
 
 /// Integrations in the database for the two scale measurements.
@@ -112,11 +113,11 @@ pub struct Options {
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub cold_orgs: u64,
 
-    /// Which phases to run, any of warm,cold,attack,scale
+    /// Which phases to run, any of warm,cold,attack,scale,lockout
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "warm,cold,attack,scale",
+        default_value = "warm,cold,attack,scale,lockout",
         value_parser = phase,
         value_name = "LIST"
     )]
@@ -134,14 +135,19 @@ pub struct Options {
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub attack_streams: usize,
 
-    /// Requests per second of the paced flood (the goal's); the closed-loop
-    /// flood that saturates the machine is measured too, for information
+    /// Requests per second of the paced flood (the goal's) and of the
+    /// lockout's flood; the closed-loop flood that saturates the machine is
+    /// measured too, for information
     #[arg(long, default_value_t = 2_000.0, value_name = "R")]
     pub flood_rate: f64,
 
     /// Requests per second of the real client while the paced flood runs
     #[arg(long, default_value_t = 1_000.0, value_name = "R")]
     pub real_rate: f64,
+
+    /// Validations per second of the lockout's victim, from its own address
+    #[arg(long, default_value_t = 100.0, value_name = "R")]
+    pub victim_rate: f64,
 
     /// Also write the results as JSON
     #[arg(long, value_name = "PATH")]
@@ -183,9 +189,9 @@ impl Options {
         if self.attack_streams == 0 || self.attack_streams >= self.concurrency {
             return Err("--attack-streams must leave some of the concurrency to the flood".into());
         }
-        for rate in [self.flood_rate, self.real_rate] {
+        for rate in [self.flood_rate, self.real_rate, self.victim_rate] {
             if !rate.is_finite() || rate <= 0.0 {
-                return Err("--flood-rate and --real-rate must be positive".into());
+                return Err("--flood-rate, --real-rate and --victim-rate must be positive".into());
             }
         }
         if self.cold_orgs < 2 {

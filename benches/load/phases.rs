@@ -1,6 +1,6 @@
 //! One backend from start to end: a fresh database and server, the
 //! reference organization, then the phases in their order (warm, scale,
-//! cold, attack), each adding its figures and its goal rows.
+//! cold, attack, lockout), each adding its figures and its goal rows.
 
 use std::sync::{
     Arc,
@@ -8,11 +8,12 @@ use std::sync::{
 };
 
 use sea_orm::{Database, DatabaseConnection};
-use support::{Backend, TestDatabase};
+use support::{Backend, LogCounts, TestDatabase};
 
 use crate::{
     Context, Res, attack,
     generator::{Generator, Measured},
+    lockout,
     machine::{self, VerifyReference},
     ops::Op,
     options::{Options, Phase, Scale},
@@ -66,12 +67,23 @@ struct Findings {
 pub struct Bench<'a> {
     pub backend: Backend,
     pub options: &'a Options,
+    database_url: &'a str,
     pub connections: Vec<Connection>,
     pub reference: Reference,
     db: DatabaseConnection,
     /// Warm ValidateClient of the reference client.
     pub warm_op: Op,
     pub generator: Generator<'a>,
+    /// What the server processes that a restart replaced logged, and the
+    /// most memory any of them held.
+    retired: Retired,
+}
+
+/// The figures of server processes that are gone, kept for the report.
+#[derive(Default)]
+struct Retired {
+    log: LogCounts,
+    peak_rss_mib: Option<f64>,
 }
 
 async fn run_phases(
@@ -91,10 +103,12 @@ async fn run_phases(
     let warm_op = Op::Validate {
         client_id: reference.client_id.as_str().into(),
         secret: reference.secret.as_str().into(),
+        remote_address: "".into(),
     };
     let mut bench = Bench {
         backend,
         options,
+        database_url: database.url(),
         connections,
         reference,
         db,
@@ -105,6 +119,7 @@ async fn run_phases(
             ticks,
             seed: 0x5EED_u64 ^ (backend as u64),
         },
+        retired: Retired::default(),
     };
     let mut found = Findings::default();
 
@@ -130,10 +145,20 @@ async fn run_phases(
         found.phases.extend(phases);
         found.checks.extend(checks);
     }
+    // On a server started for it, after everything else.
+    if options.runs(Phase::Lockout) {
+        let (phases, checks) = lockout::run(&mut bench).await?;
+        found.phases.extend(phases);
+        found.checks.extend(checks);
+    }
 
     let _ = bench.db.close().await;
-    let server_peak_rss_mib = machine::memory_mib(server.pid(), "VmHWM:");
-    let server_log = server.log_counts();
+    let Retired {
+        log: retired_log,
+        peak_rss_mib: retired_rss,
+    } = bench.retired;
+    let server_peak_rss_mib = max(machine::memory_mib(server.pid(), "VmHWM:"), retired_rss);
+    let server_log = add(server.log_counts(), retired_log);
     server.kill().await;
     Ok(BackendReport {
         backend,
@@ -148,7 +173,46 @@ async fn run_phases(
     })
 }
 
+/// The larger of two figures, either of which may be missing.
+fn max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn add(a: LogCounts, b: LogCounts) -> LogCounts {
+    LogCounts {
+        lines: a.lines + b.lines,
+        warnings: a.warnings + b.warnings,
+        errors: a.errors + b.errors,
+    }
+}
+
 impl Bench<'_> {
+    /// Replaces the server with a new process on the same database, as a
+    /// freshly started replica: nothing cached, nothing remembered of
+    /// earlier verifies, every throttle budget full. The new one is ready
+    /// before the old one is killed, as in a rolling deploy; what the old
+    /// one logged, and its peak memory, stay in the report.
+    pub async fn restart_server(&mut self) -> Res<()> {
+        let fresh = server::start(self.database_url, &self.options.server_args).await?;
+        self.connections = server::connect(&fresh, self.options.connections).await?;
+        let old = std::mem::replace(&mut *self.generator.server, fresh);
+        self.retired.log = add(self.retired.log, old.log_counts());
+        self.retired.peak_rss_mib = max(
+            self.retired.peak_rss_mib,
+            machine::memory_mib(old.pid(), "VmHWM:"),
+        );
+        old.kill().await;
+        eprintln!(
+            "  server restarted: pid {} on {}",
+            self.generator.server.pid(),
+            self.generator.server.address()
+        );
+        Ok(())
+    }
+
     /// Seeds scale organizations `from..=to` and checks that organization
     /// `check` reads back and validates.
     async fn seed_scale(&self, from: u64, to: u64, check: u64) -> Res<Seeding> {
