@@ -432,17 +432,18 @@ async fn a_check_under_way_when_a_retry_finds_the_value_already_active_does_not_
     };
     let proxy = PostgresProxy::start(database.url()).await;
     let r1 = replica_behind(&proxy).await;
-    // Sixteen times the floor's work: a verify of the old secret outlasts
-    // both activations of the new one, hashed at the floor by R1.
+    // About fifty times the floor's work: a verify of the old secret
+    // outlasts both activations of the new one (hashed at the floor by R1),
+    // even while other tests load the machine.
     let slow = ServerCommand::new(BINARY, database.url())
         .log_filter(LOG)
         .args(&[
             "--argon2-memory-kib",
-            "38912",
+            "131072",
             "--argon2-iterations",
             "16",
             "--argon2-timeout-ms",
-            "20000",
+            "30000",
         ])
         .start()
         .await;
