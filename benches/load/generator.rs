@@ -76,6 +76,8 @@ pub struct Measured {
     /// CPU used by every other process meanwhile (PostgreSQL, or anything
     /// else running on the machine).
     pub other_cpu_cores: Option<f64>,
+    /// CPU the host took from this machine meanwhile (`steal`).
+    pub steal_cpu_cores: Option<f64>,
     server_rss_mib: Option<f64>,
     pub note: Option<String>,
 }
@@ -120,6 +122,7 @@ impl Measured {
             "server_cpu_cores": self.server_cpu_cores,
             "bench_cpu_cores": self.bench_cpu_cores,
             "other_cpu_cores": self.other_cpu_cores,
+            "steal_cpu_cores": self.steal_cpu_cores,
             "server_rss_mib": self.server_rss_mib,
             "note": self.note,
         })
@@ -176,9 +179,9 @@ impl Generator<'_> {
         tokio::time::sleep_until(measure_start.into()).await;
         let server_cpu_start = self.server_cpu_seconds();
         let bench_cpu_start = machine::cpu_seconds("self", self.ticks);
-        let machine_start = machine::machine_busy_seconds(self.ticks);
+        let machine_start = machine::machine_seconds(self.ticks);
         tokio::time::sleep_until(end.into()).await;
-        let machine = machine::machine_busy_seconds(self.ticks)
+        let machine = machine::machine_seconds(self.ticks)
             .zip(machine_start)
             .map(|(b, a)| b - a);
         let server_cpu = self
@@ -233,10 +236,11 @@ impl Generator<'_> {
                 bench_cpu_cores: bench_cpu.map(|cpu| cpu / seconds),
                 other_cpu_cores: match (machine, server_cpu, bench_cpu) {
                     (Some(all), Some(server), Some(bench)) => {
-                        Some(((all - server - bench) / seconds).max(0.0))
+                        Some(((all.busy - server - bench) / seconds).max(0.0))
                     }
                     _ => None,
                 },
+                steal_cpu_cores: machine.map(|m| m.steal / seconds),
                 server_rss_mib: rss,
                 note: None,
             });

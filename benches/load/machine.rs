@@ -31,8 +31,29 @@ pub fn cpu_seconds(pid: &str, ticks: f64) -> Option<f64> {
     Some((utime + stime) / ticks)
 }
 
-/// Busy CPU seconds of the whole machine (every core, every process).
-pub fn machine_busy_seconds(ticks: f64) -> Option<f64> {
+/// CPU seconds of the whole machine (every core) so far.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineSeconds {
+    /// Busy in this machine, every process.
+    pub busy: f64,
+    /// Taken by the hypervisor for others while this machine had work
+    /// (`steal` in `/proc/stat`): a shared host slowing the run down.
+    pub steal: f64,
+}
+
+impl std::ops::Sub for MachineSeconds {
+    type Output = Self;
+
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            busy: self.busy - earlier.busy,
+            steal: self.steal - earlier.steal,
+        }
+    }
+}
+
+/// Busy and stolen CPU seconds of the whole machine so far.
+pub fn machine_seconds(ticks: f64) -> Option<MachineSeconds> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<f64> = stat
         .lines()
@@ -43,16 +64,21 @@ pub fn machine_busy_seconds(ticks: f64) -> Option<f64> {
         .map(|f| f.parse().unwrap_or(0.0))
         .collect();
     // user nice system idle iowait irq softirq steal
-    let busy: f64 = fields.iter().sum::<f64>() - fields.get(3)? - fields.get(4)?;
-    Some(busy / ticks)
+    let steal = *fields.get(7)?;
+    let busy: f64 = fields.iter().sum::<f64>() - fields.get(3)? - fields.get(4)? - steal;
+    Some(MachineSeconds {
+        busy: busy / ticks,
+        steal: steal / ticks,
+    })
 }
 
-/// Cores' worth of CPU the rest of the machine is using right now, over one
-/// second: anything well above zero makes every figure of the run suspect.
-pub async fn machine_busy_now(ticks: f64) -> Option<f64> {
-    let before = machine_busy_seconds(ticks)?;
+/// Cores' worth of CPU the rest of the machine is using right now, and the
+/// host is stealing, over one second: anything well above zero makes every
+/// figure of the run suspect.
+pub async fn machine_busy_now(ticks: f64) -> Option<MachineSeconds> {
+    let before = machine_seconds(ticks)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    Some(machine_busy_seconds(ticks)? - before)
+    Some(machine_seconds(ticks)? - before)
 }
 
 /// A `Vm…` line of /proc/<pid>/status, in MiB.

@@ -90,11 +90,14 @@ async fn run(options: Options) -> Res<bool> {
         cpu: machine::cpu_model(),
         commit: machine::commit(),
         machine_before: format!(
-            "load average {}, {} cores busy in the second before",
+            "load average {}, {} in the second before",
             machine::load_average(),
             machine::machine_busy_now(ticks)
                 .await
-                .map_or("?".into(), |busy| format!("{busy:.2}"))
+                .map_or("?".into(), |m| format!(
+                    "{:.2} cores busy, {:.2} stolen by the host",
+                    m.busy, m.steal
+                ))
         ),
     };
     eprintln!("measuring one argon2id verify in this process...");

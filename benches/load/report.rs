@@ -220,7 +220,7 @@ fn backend_text(out: &mut String, report: &BackendReport) {
     }
     let _ = writeln!(
         out,
-        "  {:<26} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7}  statuses",
+        "  {:<26} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7}  statuses",
         "phase",
         "streams",
         "req/s",
@@ -231,14 +231,15 @@ fn backend_text(out: &mut String, report: &BackendReport) {
         "srv ms/r",
         "srv c",
         "bench c",
-        "other c"
+        "other c",
+        "steal c"
     );
     let figure =
         |v: Option<f64>, decimals: usize| v.map_or("?".into(), |v| format!("{v:.decimals$}"));
     for m in &report.phases {
         let _ = writeln!(
             out,
-            "  {:<26} {:>7} {:>10.1} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>6} {:>7} {:>7}  {}",
+            "  {:<26} {:>7} {:>10.1} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>6} {:>7} {:>7} {:>7}  {}",
             m.name,
             m.streams,
             m.throughput,
@@ -250,6 +251,7 @@ fn backend_text(out: &mut String, report: &BackendReport) {
             figure(m.server_cpu_cores, 2),
             figure(m.bench_cpu_cores, 2),
             figure(m.other_cpu_cores, 2),
+            figure(m.steal_cpu_cores, 2),
             m.codes_text()
         );
         if let Some(note) = &m.note {
