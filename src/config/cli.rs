@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use super::{
     AccessSettings, CacheSettings, DEFAULT_SQLITE_URL, DatabaseSettings, HashingSettings,
-    LogFormat, Priority, Settings, ThrottleSettings, TlsFiles,
+    LifecycleSettings, LogFormat, Priority, Settings, ThrottleSettings, TlsFiles,
 };
 use crate::auth::{Token, Tokens};
 use crate::domain::{DomainName, HashParams};
@@ -60,6 +60,21 @@ struct ServeArgs {
         default_value = "centralauth.com"
     )]
     default_domain: DomainName,
+
+    /// Seconds a generated secret may stay PENDING before it is DISCARDED
+    /// (1 to 31536000, a year).
+    #[arg(
+        long,
+        env = "INTEGRATION_PENDING_SECRET_TTL_SECS",
+        default_value_t = 7 * 24 * 60 * 60,
+        value_parser = clap::value_parser!(u64).range(1..=365 * 24 * 60 * 60)
+    )]
+    pending_secret_ttl_secs: u64,
+
+    /// The DNS server (an `ip:port`) VerifyDomain asks for TXT records;
+    /// by default the system's resolvers.
+    #[arg(long, env = "INTEGRATION_DNS_RESOLVER")]
+    dns_resolver: Option<SocketAddr>,
 
     /// Do not apply pending migrations at start (run `migrate` separately).
     #[arg(long, env = "INTEGRATION_NO_MIGRATE")]
@@ -345,6 +360,10 @@ impl ServeArgs {
                 priority: self.argon2_priority,
             },
             access: self.access.settings(var)?,
+            lifecycle: LifecycleSettings {
+                pending_secret_ttl: Duration::from_secs(self.pending_secret_ttl_secs),
+                dns_resolver: self.dns_resolver,
+            },
             cache: CacheSettings {
                 capacity: self.cache_capacity,
                 revalidate: Duration::from_millis(self.cache_revalidate_ms),

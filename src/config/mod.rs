@@ -30,6 +30,19 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     pub health_interval: Duration,
     pub access: AccessSettings,
+    pub lifecycle: LifecycleSettings,
+}
+
+/// How secrets and custom domains age and are proven (see
+/// `crate::expiry` and `crate::dns`).
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    /// How long a PENDING secret may wait for its activation before it is
+    /// DISCARDED.
+    pub pending_secret_ttl: Duration,
+    /// The DNS server that VerifyDomain asks; `None` for the system's
+    /// resolvers (`/etc/resolv.conf`).
+    pub dns_resolver: Option<SocketAddr>,
 }
 
 /// How to reach the database.

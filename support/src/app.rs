@@ -5,8 +5,8 @@ use std::{net::SocketAddr, num::NonZeroU32, ops::Deref, sync::Arc, time::Duratio
 
 use integration_service::{
     config::{
-        AccessSettings, CacheSettings, DatabaseSettings, HashingSettings, Priority, Settings,
-        ThrottleSettings,
+        AccessSettings, CacheSettings, DatabaseSettings, HashingSettings, LifecycleSettings,
+        Priority, Settings, ThrottleSettings,
     },
     domain::{DomainName, HashParams},
     startup::Application,
@@ -64,6 +64,11 @@ pub fn test_settings(database_url: &str) -> Settings {
         },
         health_interval: Duration::from_millis(200),
         access: AccessSettings::default(),
+        lifecycle: LifecycleSettings {
+            pending_secret_ttl: Duration::from_secs(7 * 24 * 60 * 60),
+            // Tests that verify domains point it at their own DNS server.
+            dns_resolver: None,
+        },
     }
 }
 
