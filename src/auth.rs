@@ -60,6 +60,27 @@ impl Role {
     }
 }
 
+/// Who a call's token says the caller is: its role, and the first four bytes
+/// of the token's SHA-256 digest (shown as hex: `admin:1a2b3c4d`), which tell
+/// an operator which configured token it was
+/// (`printf %s "$TOKEN" | sha256sum | cut -c1-8`) and say nothing a guesser
+/// can use. Authentication leaves it in the request's extensions; the audit
+/// trail records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    fingerprint: [u8; 4],
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.role.as_str())?;
+        self.fingerprint
+            .iter()
+            .try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
 /// Shortest token accepted: 32 characters of a random string carry well
 /// over 128 bits whatever the alphabet a generator uses.
 pub const MIN_TOKEN_CHARS: usize = 32;
@@ -154,14 +175,26 @@ impl Tokens {
         (self.admin.len(), self.validator.len())
     }
 
-    /// The role of `presented`, if it is a configured token. Every digest is
-    /// compared, whichever matches.
+    /// The caller holding `presented`, if it is a configured token. Every
+    /// digest is compared, whichever matches.
+    fn caller(&self, presented: &[u8]) -> Option<Caller> {
+        let digest = digest(presented);
+        let role = self.role_of_digest(&digest)?;
+        let mut fingerprint = [0; 4];
+        fingerprint.copy_from_slice(&digest[..4]);
+        Some(Caller { role, fingerprint })
+    }
+
+    #[cfg(test)]
     fn role_of(&self, presented: &[u8]) -> Option<Role> {
-        let presented = digest(presented);
+        self.caller(presented).map(|caller| caller.role)
+    }
+
+    fn role_of_digest(&self, presented: &[u8; 32]) -> Option<Role> {
         let matches = |digests: &[[u8; 32]]| {
             digests
                 .iter()
-                .fold(Choice::from(0), |found, d| found | d.ct_eq(&presented))
+                .fold(Choice::from(0), |found, d| found | d.ct_eq(presented))
         };
         let (admin, validator) = (matches(&self.admin), matches(&self.validator));
         if bool::from(admin) {
@@ -186,6 +219,8 @@ pub struct RequireRole<S> {
     tokens: Arc<Tokens>,
     /// The methods validators may call, as request paths.
     validator_paths: Arc<[String]>,
+    /// Those of them that admins may call too.
+    shared_paths: Arc<[String]>,
     /// Counts refusals and says which get a line of their own.
     refusals: RefusalLog,
 }
@@ -194,23 +229,34 @@ pub struct RequireRole<S> {
 /// gateway's); every other method needs admin.
 pub const VALIDATOR_METHODS: [&str; 2] = ["ValidateClient", "WatchIntegrations"];
 
+/// The validator's methods that an admin token may call too: the change
+/// stream serves the dashboard as well as the gateway.
+pub const SHARED_METHODS: [&str; 1] = ["WatchIntegrations"];
+
 impl<S: NamedService> RequireRole<S> {
     /// `validator_methods` (e.g. [`VALIDATOR_METHODS`]) need the validator
-    /// role; every other method of the service needs admin. Refusals are
-    /// counted in `refusals`, whose owner reports them and ends its periods.
+    /// role, or the admin role too for those also in `shared_methods`
+    /// ([`SHARED_METHODS`]); every other method of the service needs admin.
+    /// Refusals are counted in `refusals`, whose owner reports them and ends
+    /// its periods.
     pub fn new(
         inner: S,
         tokens: Arc<Tokens>,
         validator_methods: &[&str],
+        shared_methods: &[&str],
         refusals: RefusalLog,
     ) -> Self {
+        let paths = |methods: &[&str]| {
+            methods
+                .iter()
+                .map(|method| format!("/{}/{method}", S::NAME))
+                .collect()
+        };
         Self {
             inner,
             tokens,
-            validator_paths: validator_methods
-                .iter()
-                .map(|method| format!("/{}/{method}", S::NAME))
-                .collect(),
+            validator_paths: paths(validator_methods),
+            shared_paths: paths(shared_methods),
             refusals,
         }
     }
@@ -225,10 +271,15 @@ impl<S> RequireRole<S> {
         }
     }
 
+    /// Whether `held` may call `path`, which needs `required`.
+    fn allows(&self, path: &str, required: Role, held: Role) -> bool {
+        held == required || (held == Role::Admin && self.shared_paths.iter().any(|p| p == path))
+    }
+
     /// The caller's role, or the status that refuses it. A refusal is
     /// logged at WARN if it is the first of its peer and reason in the
     /// period, at DEBUG otherwise, and counted either way.
-    fn authorize<B>(&self, request: &Request<B>) -> Result<(), Status> {
+    fn authorize<B>(&self, request: &Request<B>) -> Result<Caller, Status> {
         let path = request.uri().path();
         let required = self.required(path);
         let refuse = |status: Status, reason: Reason, held: Option<Role>| {
@@ -271,22 +322,22 @@ impl<S> RequireRole<S> {
                 None,
             )
         })?;
-        match self.tokens.role_of(token) {
+        match self.tokens.caller(token) {
             None => Err(refuse(
                 Status::unauthenticated("the token is not one this service accepts"),
                 Reason::UnknownToken,
                 None,
             )),
-            Some(held) if held != required => Err(refuse(
+            Some(caller) if !self.allows(path, required, caller.role) => Err(refuse(
                 Status::permission_denied(format!(
                     "this call needs a token of the {} role; the token sent has the {} role",
                     required.as_str(),
-                    held.as_str()
+                    caller.role.as_str()
                 )),
                 Reason::WrongRole,
-                Some(held),
+                Some(caller.role),
             )),
-            Some(_) => Ok(()),
+            Some(caller) => Ok(caller),
         }
     }
 }
@@ -327,9 +378,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         match self.authorize(&request) {
-            Ok(()) => futures_util::future::Either::Right(self.inner.call(request)),
+            Ok(caller) => {
+                // For the audit trail.
+                request.extensions_mut().insert(caller);
+                futures_util::future::Either::Right(self.inner.call(request))
+            }
             Err(status) => {
                 futures_util::future::Either::Left(std::future::ready(Ok(status.into_http())))
             }
@@ -401,7 +456,13 @@ mod tests {
     fn each_refusal_keeps_its_status_and_is_counted_under_its_reason() {
         let tokens = Tokens::new(&[token('a')], &[token('v')]).expect("distinct");
         let log = RefusalLog::default();
-        let guard = RequireRole::new(Named, Arc::new(tokens), &["Check"], log.clone());
+        let guard = RequireRole::new(
+            Named,
+            Arc::new(tokens),
+            &["Check", "Watch"],
+            &["Watch"],
+            log.clone(),
+        );
         let call = |method: &str, authorization: Option<String>| {
             let mut request = Request::builder().uri(format!("/test.Service/{method}"));
             if let Some(value) = authorization {
@@ -428,15 +489,31 @@ mod tests {
             }
         }
         call("Change", Some(format!("Bearer {}", "a".repeat(40)))).expect("admin may");
-        call("Check", Some(format!("Bearer {}", "v".repeat(40)))).expect("validator may");
+        let validator =
+            call("Check", Some(format!("Bearer {}", "v".repeat(40)))).expect("validator may");
+        assert_eq!(validator.role, Role::Validator);
+        call("Watch", Some(format!("Bearer {}", "v".repeat(40)))).expect("validator may");
+        let admin = call("Watch", Some(format!("Bearer {}", "a".repeat(40)))).expect("admin may");
+        assert_eq!(
+            admin.to_string(),
+            format!("admin:{}", &hex(&digest(&[b'a'; 40]))[..8]),
+            "the caller is its role and the start of its token's digest"
+        );
+        let refused = call("Check", Some(format!("Bearer {}", "a".repeat(40))))
+            .expect_err("admin may not validate");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
         let expected = RefusalCounts {
             no_token: 3,
             malformed_authorization: 3,
             unknown_token: 3,
-            wrong_role: 3,
+            wrong_role: 4,
             past_line_limit: 0,
         };
         assert_eq!(log.take(), expected, "refusals only, each under its reason");
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     #[test]

@@ -3,17 +3,21 @@
 //! parsed. The state machine's transitions themselves are transactions in
 //! `crate::store`; the gateway's check is `crate::validation`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tracing::info;
 use uuid::Uuid;
 
+use crate::audit::Attribution;
 use crate::domain::{
     ClientId, ClientSecret, DomainName, MalformedSecret, OrganizationId, login_domain,
 };
 use crate::error::Error;
 use crate::hashing::Hasher;
-use crate::store::{Activation, Integration, NewSecret, SecretMetadata, Store};
+use crate::store::{
+    Activation, AuditEvent, Created, Integration, NewSecret, Page, Paged, Revocation,
+    SecretMetadata, Store,
+};
 use crate::throttle::ActivationThrottle;
 use crate::validation::ValidClient;
 use crate::validation::cache::{CredentialCache, Verified};
@@ -26,7 +30,11 @@ pub struct Integrations {
     cache: Arc<CredentialCache>,
     failed_activations: ActivationThrottle,
     default_domain: DomainName,
+    pending_secret_ttl: Duration,
 }
+
+/// Client IDs drawn before creation gives up (see [`Integrations::create`]).
+const CLIENT_ID_DRAWS: usize = 3;
 
 impl Integrations {
     pub fn new(
@@ -35,6 +43,7 @@ impl Integrations {
         cache: Arc<CredentialCache>,
         failed_activations: ActivationThrottle,
         default_domain: DomainName,
+        pending_secret_ttl: Duration,
     ) -> Self {
         Self {
             store,
@@ -42,30 +51,126 @@ impl Integrations {
             cache,
             failed_activations,
             default_domain,
+            pending_secret_ttl,
         }
     }
 
     /// The domain users of `integration` log in at.
     pub fn login_domain<'a>(&'a self, integration: &'a Integration) -> &'a str {
-        login_domain(integration.custom_domain.as_deref(), &self.default_domain)
+        login_domain(integration.verified_domain(), &self.default_domain)
     }
 
-    /// Creates the organization's integration with a new client ID and no
-    /// secret.
-    pub async fn create(&self, organization: &OrganizationId) -> Result<Integration, Error> {
-        let client_id = ClientId::generate().map_err(Error::internal)?;
-        let integration = self
+    /// Creates the organization's integration with a new client ID, never
+    /// issued before, and no secret.
+    pub async fn create(
+        &self,
+        organization: &OrganizationId,
+        by: &Attribution,
+    ) -> Result<Integration, Error> {
+        // A fresh ID is 143 random bits: drawing one issued before is not
+        // going to happen, but if it did, the next draw would not be it.
+        for _ in 0..CLIENT_ID_DRAWS {
+            let client_id = ClientId::generate().map_err(Error::internal)?;
+            match self
+                .store
+                .create_integration(organization, &client_id, by)
+                .await?
+            {
+                Created::Created(integration) => {
+                    info!(client_id = %integration.client_id, "integration created");
+                    return Ok(*integration);
+                }
+                Created::OrganizationExists => {
+                    return Err(Error::AlreadyExists(format!(
+                        "organization \"{organization}\" already has an integration; read it \
+                         with GetIntegration"
+                    )));
+                }
+                Created::ClientIdTaken => {}
+            }
+        }
+        Err(Error::internal(
+            "every client ID drawn had been issued before",
+        ))
+    }
+
+    /// Deletes the organization's integration: its secrets stop validating
+    /// on this replica at once (other replicas hear of it from the
+    /// database), its client ID is never issued again, and its audit trail
+    /// stays.
+    pub async fn delete(
+        &self,
+        organization: &OrganizationId,
+        by: &Attribution,
+    ) -> Result<(), Error> {
+        let deleted = self.store.delete_integration(organization, by).await;
+        if let Ok(Some(deleted)) = &deleted {
+            self.cache.forget(&deleted.client_id);
+            info!(client_id = %deleted.client_id, "integration deleted");
+        }
+        deleted?.map(|_| ()).ok_or_else(|| not_found(organization))
+    }
+
+    /// Retires one secret at once (see [`Store::revoke_secret`]): a revoked
+    /// active secret stops validating on this replica before the answer,
+    /// and on the others within the revalidation bound.
+    pub async fn revoke_secret(
+        &self,
+        organization: &OrganizationId,
+        secret_id: Uuid,
+        by: &Attribution,
+    ) -> Result<Integration, Error> {
+        match self
             .store
-            .create_integration(organization, &client_id)
+            .revoke_secret(organization, secret_id, by)
+            .await?
+        {
+            Revocation::Retired {
+                integration,
+                client_id,
+                was,
+            } => {
+                self.cache.forget(&client_id);
+                info!(%secret_id, was = ?was, "secret retired by RevokeSecret");
+                Ok(*integration)
+            }
+            Revocation::AlreadyRetired(integration) => Ok(*integration),
+            Revocation::NoSuchSecret => Err(Error::NotFound(format!(
+                "organization \"{organization}\" has no secret {secret_id}; list its secrets \
+                 with ListSecrets"
+            ))),
+            Revocation::NoIntegration => Err(not_found(organization)),
+        }
+    }
+
+    /// A page of the organization's secrets, newest first.
+    pub async fn secrets(
+        &self,
+        organization: &OrganizationId,
+        page: Page,
+    ) -> Result<Paged<SecretMetadata>, Error> {
+        self.store
+            .secrets(organization, page)
+            .await?
+            .ok_or_else(|| not_found(organization))
+    }
+
+    /// A page of the organization's audit trail, newest first; it outlives
+    /// the integration.
+    pub async fn audit_events(
+        &self,
+        organization: &OrganizationId,
+        page: Page,
+    ) -> Result<Paged<AuditEvent>, Error> {
+        self.store
+            .audit_events(organization, page)
             .await?
             .ok_or_else(|| {
-                Error::AlreadyExists(format!(
-                    "organization \"{organization}\" already has an integration; \
-                     read it with GetIntegration"
+                Error::NotFound(format!(
+                    "organization \"{organization}\" never had an integration, so it has no \
+                     audit trail"
                 ))
-            })?;
-        info!(client_id = %integration.client_id, "integration created");
-        Ok(integration)
+            })
     }
 
     pub async fn get(&self, organization: &OrganizationId) -> Result<Integration, Error> {
@@ -84,6 +189,7 @@ impl Integrations {
     pub async fn generate_secret(
         &self,
         organization: &OrganizationId,
+        by: &Attribution,
     ) -> Result<(ClientSecret, SecretMetadata), Error> {
         // Checked first so that a call for an unknown organization costs no
         // hashing; the transaction below checks again.
@@ -94,10 +200,11 @@ impl Integrations {
         let new = NewSecret {
             hash: self.hasher.hash(secret.clone()).await?,
             hint: secret.hint().to_owned(),
+            ttl: self.pending_secret_ttl,
         };
         let generated = self
             .store
-            .add_pending_secret(organization, new)
+            .add_pending_secret(organization, new, by)
             .await?
             .ok_or_else(|| not_found(organization))?;
         info!(
@@ -124,6 +231,7 @@ impl Integrations {
         &self,
         organization: &OrganizationId,
         value: &Result<ClientSecret, MalformedSecret>,
+        by: &Attribution,
     ) -> Result<Integration, Error> {
         let integration = self.get(organization).await?;
         let no_match = |detail: &str| {
@@ -141,7 +249,7 @@ impl Integrations {
         if let Some(pending) = &integration.pending_secret
             && self.holds(organization, pending, secret).await?
         {
-            return match self.activate(&integration, pending.id, secret).await? {
+            return match self.activate(&integration, pending.id, secret, by).await? {
                 Activation::Activated {
                     integration,
                     revoked,
@@ -158,6 +266,12 @@ impl Integrations {
                 Activation::NoLongerPending(_) => Err(no_match(
                     " (it was replaced by a newer secret before it could be activated)",
                 )),
+                Activation::Expired(at) => Err(Error::FailedPrecondition(format!(
+                    "the pending secret of organization \"{organization}\" expired at {} \
+                     without being activated; generate a new secret and activate it within \
+                     the pending secret TTL",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ))),
                 Activation::NoIntegration => Err(not_found(organization)),
             };
         }
@@ -238,19 +352,21 @@ impl Integrations {
         integration: &Integration,
         secret_id: Uuid,
         secret: &ClientSecret,
+        by: &Attribution,
     ) -> Result<Activation, Error> {
         let client_id = &integration.client_id;
         let read = self.cache.before_read(client_id);
         let fingerprint = self.cache.fingerprint(client_id, secret);
         let verified = self.verified(integration, secret_id);
-        let (store, cache, organization, client_id) = (
+        let (store, cache, organization, client_id, by) = (
             self.store.clone(),
             Arc::clone(&self.cache),
             integration.organization_id.clone(),
             client_id.clone(),
+            by.clone(),
         );
         tokio::spawn(async move {
-            let activation = store.activate_secret(&organization, secret_id).await;
+            let activation = store.activate_secret(&organization, secret_id, &by).await;
             cache.forget(&client_id);
             if let Ok(Activation::Activated { .. } | Activation::AlreadyActive) = &activation {
                 cache.remember(read, fingerprint, verified);

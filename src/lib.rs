@@ -56,11 +56,13 @@
 //! - [`error`]: the error type and its one mapping to a gRPC status.
 //! - [`proto`]: the generated contract.
 
+pub mod audit;
 pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod expiry;
 /// Property checks of the fuzz targets and of their corpus test.
 #[doc(hidden)]
 pub mod fuzzing;

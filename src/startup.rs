@@ -10,10 +10,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
-use crate::auth::{RequireRole, VALIDATOR_METHODS};
+use crate::auth::{RequireRole, SHARED_METHODS, VALIDATOR_METHODS};
 use crate::codec::corrected_status;
 use crate::config::{AccessSettings, DatabaseSettings, Settings, TlsFiles};
 use crate::error::Error;
+use crate::expiry;
 use crate::grpc::IntegrationApi;
 use crate::grpc::outcome::{CallLog, Refusals};
 use crate::hashing::Hasher;
@@ -37,6 +38,8 @@ pub enum StartupError {
     Connect(#[source] sea_orm::DbErr),
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[source] sea_orm::DbErr),
+    #[error("cannot read the pending secrets' expiry: {0}")]
+    Expiry(#[source] Error),
     #[error("cannot prepare argon2id: {0}")]
     Hasher(#[source] Error),
     #[error("cannot key the credential cache: {0}")]
@@ -108,6 +111,18 @@ impl Application {
         if settings.migrate {
             store.migrate().await.map_err(StartupError::Migrate)?;
         }
+        // Pending secrets generated before they could expire get their
+        // expiry now, counted from their creation.
+        let dated = store
+            .backfill_expiry(settings.lifecycle.pending_secret_ttl)
+            .await
+            .map_err(StartupError::Expiry)?;
+        if dated > 0 {
+            info!(
+                secrets = dated,
+                "gave pending secrets from before expiry an expiry"
+            );
+        }
         let hasher = Hasher::start(&settings.hashing)
             .await
             .map_err(StartupError::Hasher)?;
@@ -132,6 +147,7 @@ impl Application {
             Arc::clone(&cache),
             ActivationThrottle::new(&settings.throttle),
             settings.default_domain.clone(),
+            settings.lifecycle.pending_secret_ttl,
         );
         let validator = Validator::new(
             store.clone(),
@@ -171,6 +187,7 @@ impl Application {
                 api,
                 Arc::new(tokens.clone()),
                 &VALIDATOR_METHODS,
+                &SHARED_METHODS,
                 refusals.auth().clone(),
             ))
         };
@@ -223,6 +240,7 @@ impl Application {
         health::report(&reporter, ServingStatus::Serving).await;
         let probe =
             health::watch_database(self.store.clone(), reporter.clone(), self.health_interval);
+        let sweeper = expiry::sweep(self.store.clone());
         let listener = self
             .activations
             .map(|subscription| subscription.follow(self.cache));
@@ -231,6 +249,7 @@ impl Application {
             shutdown.await;
             info!("shutting down: refusing new calls, finishing those in flight");
             probe.abort();
+            sweeper.abort();
             report.abort();
             if let Some(listener) = listener {
                 listener.abort();

@@ -9,13 +9,15 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_create_integrations_and_secrets;
+mod m20261202_000001_secret_lifecycle;
 
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(
-            m20261129_000001_create_integrations_and_secrets::Migration,
-        )]
+        vec![
+            Box::new(m20261129_000001_create_integrations_and_secrets::Migration),
+            Box::new(m20261202_000001_secret_lifecycle::Migration),
+        ]
     }
 }

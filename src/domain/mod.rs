@@ -6,6 +6,7 @@
 mod client_id;
 mod client_secret;
 mod domain_name;
+mod domain_state;
 mod organization_id;
 mod random;
 mod secret_hash;
@@ -14,6 +15,7 @@ mod secret_state;
 pub use client_id::ClientId;
 pub use client_secret::{ClientSecret, MalformedSecret};
 pub use domain_name::{DomainName, login_domain};
+pub use domain_state::DomainState;
 pub use organization_id::OrganizationId;
 pub use random::{RandomUnavailable, random_bytes};
 pub use secret_hash::{HashParams, Memory, SecretHash};

@@ -8,6 +8,7 @@
 //! response: several carry a secret value.
 
 pub mod outcome;
+pub mod page_token;
 pub mod requests;
 pub mod responses;
 
@@ -17,7 +18,10 @@ use tonic::{Request, Response, Status};
 use tracing::{Span, field::Empty, instrument};
 
 use self::outcome::{CallLog, Outcome};
-use self::requests::{ClientCheck, SecretActivation};
+use self::page_token::List;
+use self::requests::{ClientCheck, Listing, SecretActivation, SecretRevocation};
+use crate::audit::Attribution;
+use crate::auth::Caller;
 use crate::domain::OrganizationId;
 use crate::error::Error;
 use crate::integrations::Integrations;
@@ -78,6 +82,16 @@ where
     Ok(parsed)
 }
 
+/// Parses a request that changes something, as [`parse`] does, and says
+/// who asks for the change, for the audit trail.
+fn parse_change<M, P>(request: Request<M>) -> Result<(P, Attribution), Error>
+where
+    P: TryFrom<M, Error = Error> + ForOrganization,
+{
+    let by = Attribution::of(request.extensions().get::<Caller>(), request.metadata())?;
+    Ok((parse(request)?, by))
+}
+
 /// A parsed request that acts for one organization.
 trait ForOrganization {
     fn organization(&self) -> &OrganizationId;
@@ -95,6 +109,18 @@ impl ForOrganization for SecretActivation {
     }
 }
 
+impl ForOrganization for SecretRevocation {
+    fn organization(&self) -> &OrganizationId {
+        &self.organization
+    }
+}
+
+impl ForOrganization for Listing {
+    fn organization(&self) -> &OrganizationId {
+        &self.organization
+    }
+}
+
 #[tonic::async_trait]
 impl IntegrationService for IntegrationApi {
     #[instrument(name = "CreateIntegration", skip_all, fields(organization_id = Empty))]
@@ -103,8 +129,8 @@ impl IntegrationService for IntegrationApi {
         request: Request<proto::CreateIntegrationRequest>,
     ) -> Result<Response<proto::CreateIntegrationResponse>, Status> {
         self.respond("CreateIntegration", async {
-            let organization: OrganizationId = parse(request)?;
-            let integration = self.integrations.create(&organization).await?;
+            let (organization, by): (OrganizationId, _) = parse_change(request)?;
+            let integration = self.integrations.create(&organization, &by).await?;
             Ok(proto::CreateIntegrationResponse {
                 integration: Some(self.integration(integration)),
             })
@@ -133,8 +159,11 @@ impl IntegrationService for IntegrationApi {
         request: Request<proto::GenerateSecretRequest>,
     ) -> Result<Response<proto::GenerateSecretResponse>, Status> {
         self.respond("GenerateSecret", async {
-            let organization: OrganizationId = parse(request)?;
-            let (value, stored) = self.integrations.generate_secret(&organization).await?;
+            let (organization, by): (OrganizationId, _) = parse_change(request)?;
+            let (value, stored) = self
+                .integrations
+                .generate_secret(&organization, &by)
+                .await?;
             Ok(proto::GenerateSecretResponse {
                 client_secret: value.expose().to_owned(),
                 secret: Some(responses::secret(stored)),
@@ -149,10 +178,10 @@ impl IntegrationService for IntegrationApi {
         request: Request<proto::ActivateSecretRequest>,
     ) -> Result<Response<proto::ActivateSecretResponse>, Status> {
         self.respond("ActivateSecret", async {
-            let activation: SecretActivation = parse(request)?;
+            let (activation, by): (SecretActivation, _) = parse_change(request)?;
             let integration = self
                 .integrations
-                .activate_secret(&activation.organization, &activation.value)
+                .activate_secret(&activation.organization, &activation.value, &by)
                 .await?;
             Ok(proto::ActivateSecretResponse {
                 integration: Some(self.integration(integration)),
@@ -216,25 +245,68 @@ impl IntegrationService for IntegrationApi {
         Err(not_yet("VerifyDomain"))
     }
 
+    #[instrument(name = "ListSecrets", skip_all, fields(organization_id = Empty))]
     async fn list_secrets(
         &self,
-        _request: Request<proto::ListSecretsRequest>,
+        request: Request<proto::ListSecretsRequest>,
     ) -> Result<Response<proto::ListSecretsResponse>, Status> {
-        Err(not_yet("ListSecrets"))
+        self.respond("ListSecrets", async {
+            let listing: Listing = parse(request)?;
+            let page = self
+                .integrations
+                .secrets(&listing.organization, listing.page)
+                .await?;
+            Ok(proto::ListSecretsResponse {
+                secrets: page.items.into_iter().map(responses::secret).collect(),
+                next_page_token: page
+                    .next
+                    .map(|cursor| page_token::encode(List::Secrets, &listing.organization, cursor))
+                    .unwrap_or_default(),
+            })
+        })
+        .await
     }
 
+    #[instrument(name = "RevokeSecret", skip_all, fields(organization_id = Empty))]
     async fn revoke_secret(
         &self,
-        _request: Request<proto::RevokeSecretRequest>,
+        request: Request<proto::RevokeSecretRequest>,
     ) -> Result<Response<proto::RevokeSecretResponse>, Status> {
-        Err(not_yet("RevokeSecret"))
+        self.respond("RevokeSecret", async {
+            let (revocation, by): (SecretRevocation, _) = parse_change(request)?;
+            let integration = self
+                .integrations
+                .revoke_secret(&revocation.organization, revocation.secret_id, &by)
+                .await?;
+            Ok(proto::RevokeSecretResponse {
+                integration: Some(self.integration(integration)),
+            })
+        })
+        .await
     }
 
+    #[instrument(name = "ListAuditEvents", skip_all, fields(organization_id = Empty))]
     async fn list_audit_events(
         &self,
-        _request: Request<proto::ListAuditEventsRequest>,
+        request: Request<proto::ListAuditEventsRequest>,
     ) -> Result<Response<proto::ListAuditEventsResponse>, Status> {
-        Err(not_yet("ListAuditEvents"))
+        self.respond("ListAuditEvents", async {
+            let listing: Listing = parse(request)?;
+            let page = self
+                .integrations
+                .audit_events(&listing.organization, listing.page)
+                .await?;
+            Ok(proto::ListAuditEventsResponse {
+                events: page.items.into_iter().map(responses::audit_event).collect(),
+                next_page_token: page
+                    .next
+                    .map(|cursor| {
+                        page_token::encode(List::AuditEvents, &listing.organization, cursor)
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .await
     }
 
     type WatchIntegrationsStream = tonic::codegen::BoxStream<proto::WatchIntegrationsResponse>;
@@ -246,11 +318,17 @@ impl IntegrationService for IntegrationApi {
         Err(not_yet("WatchIntegrations"))
     }
 
+    #[instrument(name = "DeleteIntegration", skip_all, fields(organization_id = Empty))]
     async fn delete_integration(
         &self,
-        _request: Request<proto::DeleteIntegrationRequest>,
+        request: Request<proto::DeleteIntegrationRequest>,
     ) -> Result<Response<proto::DeleteIntegrationResponse>, Status> {
-        Err(not_yet("DeleteIntegration"))
+        self.respond("DeleteIntegration", async {
+            let (organization, by): (OrganizationId, _) = parse_change(request)?;
+            self.integrations.delete(&organization, &by).await?;
+            Ok(proto::DeleteIntegrationResponse {})
+        })
+        .await
     }
 }
 

@@ -7,9 +7,13 @@
 
 use std::net::IpAddr;
 
+use uuid::Uuid;
+
+use super::page_token::{self, List};
 use crate::domain::{ClientSecret, MalformedSecret, OrganizationId};
 use crate::error::Error;
 use crate::proto;
+use crate::store::Page;
 use crate::validation::Credentials;
 
 /// Longest `client_id` or `client_secret` a request may carry, in bytes.
@@ -33,6 +37,20 @@ pub struct ClientCheck {
     /// it did not say. IPv4-mapped IPv6 addresses are read as IPv4, so that
     /// one party has one address.
     pub source: Option<IpAddr>,
+}
+
+/// A ListSecrets or ListAuditEvents request.
+#[derive(Debug)]
+pub struct Listing {
+    pub organization: OrganizationId,
+    pub page: Page,
+}
+
+/// A RevokeSecret request.
+#[derive(Debug)]
+pub struct SecretRevocation {
+    pub organization: OrganizationId,
+    pub secret_id: Uuid,
 }
 
 impl TryFrom<proto::CreateIntegrationRequest> for OrganizationId {
@@ -82,6 +100,78 @@ impl TryFrom<proto::ValidateClientRequest> for ClientCheck {
         Ok(Self {
             credentials: Credentials::presented(client_id, secret),
             source,
+        })
+    }
+}
+
+impl TryFrom<proto::DeleteIntegrationRequest> for OrganizationId {
+    type Error = Error;
+
+    fn try_from(request: proto::DeleteIntegrationRequest) -> Result<Self, Error> {
+        organization(request.organization_id)
+    }
+}
+
+impl TryFrom<proto::VerifyDomainRequest> for OrganizationId {
+    type Error = Error;
+
+    fn try_from(request: proto::VerifyDomainRequest) -> Result<Self, Error> {
+        organization(request.organization_id)
+    }
+}
+
+impl TryFrom<proto::ListSecretsRequest> for Listing {
+    type Error = Error;
+
+    fn try_from(request: proto::ListSecretsRequest) -> Result<Self, Error> {
+        let organization = organization(request.organization_id)?;
+        let page = page_token::page(
+            List::Secrets,
+            &organization,
+            request.page_size,
+            &request.page_token,
+        )?;
+        Ok(Self { organization, page })
+    }
+}
+
+impl TryFrom<proto::ListAuditEventsRequest> for Listing {
+    type Error = Error;
+
+    fn try_from(request: proto::ListAuditEventsRequest) -> Result<Self, Error> {
+        let organization = organization(request.organization_id)?;
+        let page = page_token::page(
+            List::AuditEvents,
+            &organization,
+            request.page_size,
+            &request.page_token,
+        )?;
+        Ok(Self { organization, page })
+    }
+}
+
+impl TryFrom<proto::RevokeSecretRequest> for SecretRevocation {
+    type Error = Error;
+
+    fn try_from(request: proto::RevokeSecretRequest) -> Result<Self, Error> {
+        let organization = organization(request.organization_id)?;
+        if request.secret_id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "secret_id is required: the id of the secret to retire, as GetIntegration or \
+                 ListSecrets shows it"
+                    .into(),
+            ));
+        }
+        let secret_id = Uuid::try_parse(&request.secret_id).map_err(|_| {
+            Error::InvalidArgument(
+                "secret_id must be a secret's id as GetIntegration or ListSecrets shows it (a \
+                 UUID, such as 019ad0c2-7b1e-7c3a-9f3e-2b8f4c1d5e6a)"
+                    .into(),
+            )
+        })?;
+        Ok(Self {
+            organization,
+            secret_id,
         })
     }
 }

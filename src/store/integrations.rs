@@ -1,45 +1,98 @@
-//! Reading and creating integrations, and the gateway's lookup.
+//! Creating, reading and deleting integrations, an organization's secret
+//! history, and the gateway's lookup.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, JoinType, QueryFilter, QuerySelect,
-    RelationTrait, TryInsertResult,
+    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, FromQueryResult, IdenStatic, JoinType,
+    QueryFilter, QuerySelect, RelationTrait, TransactionTrait, TryInsertResult,
     sea_query::{Expr, IntoCondition},
 };
 use uuid::Uuid;
 
-use super::schema::{integration, secret};
-use super::{ActiveCredentials, Integration, SecretMetadata, Store};
-use crate::domain::{ClientId, OrganizationId, SecretHash, SecretState};
+use super::audit::{Subject, record};
+use super::changes::ChangeKind;
+use super::pages::{Cursor, Page, Paged, newest_first, paged};
+use super::schema::{client_id, integration, secret};
+use super::{ActiveCredentials, CustomDomain, Integration, SecretMetadata, Store};
+use crate::audit::{Attribution, AuditAction};
+use crate::domain::{ClientId, DomainState, OrganizationId, SecretHash, SecretState};
 use crate::error::Error;
+
+/// What became of a creation.
+#[derive(Debug)]
+pub enum Created {
+    Created(Box<Integration>),
+    /// The organization already has an integration.
+    OrganizationExists,
+    /// The client ID was issued before (to anyone, ever): draw another.
+    ClientIdTaken,
+}
+
+/// What a deletion removed: the client whose secrets stop validating.
+#[derive(Debug)]
+pub struct Deleted {
+    pub client_id: ClientId,
+}
 
 impl Store {
     /// Creates the integration of `organization` with `client_id` and no
-    /// secret. `None` when the organization already has one.
+    /// secret, recording the client ID as issued for good and the creation
+    /// in the audit trail, in one transaction.
     pub async fn create_integration(
         &self,
         organization: &OrganizationId,
         client_id: &ClientId,
-    ) -> Result<Option<Integration>, Error> {
+        by: &Attribution,
+    ) -> Result<Created, Error> {
         let now = super::now();
-        let row = integration::ActiveModel {
+        let txn = self.db.begin().await?;
+        // ON CONFLICT DO NOTHING, twice: a client ID issued before, or a
+        // concurrent creation for the same organization, inserts nothing
+        // instead of failing the transaction.
+        let issued = client_id::Entity::insert(client_id::ActiveModel {
+            client_id: Set(client_id.as_str().to_owned()),
+            organization_id: Set(organization.as_str().to_owned()),
+            created_at: Set(now),
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(&txn)
+        .await?;
+        if !matches!(issued, TryInsertResult::Inserted(1)) {
+            txn.rollback().await?;
+            return Ok(Created::ClientIdTaken);
+        }
+        let inserted = integration::Entity::insert(integration::ActiveModel {
             organization_id: Set(organization.as_str().to_owned()),
             client_id: Set(client_id.as_str().to_owned()),
             custom_domain: Set(None),
+            domain_state: Set(None),
+            domain_verification_code: Set(None),
+            domain_verified_at: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
-        };
-        // ON CONFLICT (organization_id) DO NOTHING: a concurrent creation for
-        // the same organization inserts nothing instead of failing.
-        let inserted = integration::Entity::insert(row)
-            .on_conflict_do_nothing()
-            .exec_without_returning(&self.db)
-            .await?;
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(&txn)
+        .await?;
         if !matches!(inserted, TryInsertResult::Inserted(1)) {
-            return Ok(None);
+            txn.rollback().await?;
+            return Ok(Created::OrganizationExists);
         }
-        Ok(Some(Integration {
+        record(
+            &txn,
+            organization,
+            AuditAction::IntegrationCreated,
+            by,
+            Subject::default(),
+            now,
+        )
+        .await?;
+        let change = self.change(ChangeKind::Created, organization, client_id, now);
+        self.announce(&txn, &change).await?;
+        txn.commit().await?;
+        self.published(change);
+        Ok(Created::Created(Box::new(Integration {
             organization_id: organization.clone(),
             client_id: client_id.clone(),
             custom_domain: None,
@@ -47,7 +100,50 @@ impl Store {
             updated_at: now,
             active_secret: None,
             pending_secret: None,
-        }))
+        })))
+    }
+
+    /// Deletes the integration of `organization` and, with it, its secrets;
+    /// its client ID stays issued and its audit trail stays, with the
+    /// deletion recorded. `None` when there is no integration.
+    pub async fn delete_integration(
+        &self,
+        organization: &OrganizationId,
+        by: &Attribution,
+    ) -> Result<Option<Deleted>, Error> {
+        let now = super::now();
+        let txn = self.db.begin().await?;
+        // Touching the row first takes its lock (see the module of `store`).
+        if !super::secrets::lock_integration(&txn, organization, now).await? {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        let client_id = integration::Entity::find_by_id(organization.as_str())
+            .select_only()
+            .column(integration::Column::ClientId)
+            .into_tuple::<String>()
+            .one(&txn)
+            .await?
+            .map(ClientId::from_stored)
+            .ok_or_else(|| Error::internal("the locked integration vanished"))?;
+        // The secrets go with it (ON DELETE CASCADE).
+        integration::Entity::delete_by_id(organization.as_str())
+            .exec(&txn)
+            .await?;
+        record(
+            &txn,
+            organization,
+            AuditAction::IntegrationDeleted,
+            by,
+            Subject::default(),
+            now,
+        )
+        .await?;
+        let change = self.change(ChangeKind::Deleted, organization, &client_id, now);
+        self.announce(&txn, &change).await?;
+        txn.commit().await?;
+        self.published(change);
+        Ok(Some(Deleted { client_id }))
     }
 
     /// The integration of `organization` with the metadata of its active and
@@ -68,6 +164,33 @@ impl Store {
             .one(&self.db)
             .await?;
         Ok(found.is_some())
+    }
+
+    /// A page of every secret of `organization`, newest first. `None` when
+    /// the organization has no integration.
+    pub async fn secrets(
+        &self,
+        organization: &OrganizationId,
+        page: Page,
+    ) -> Result<Option<Paged<SecretMetadata>>, Error> {
+        if !self.integration_exists(organization).await? {
+            return Ok(None);
+        }
+        let select = secret::Entity::find()
+            .filter(secret::Column::OrganizationId.eq(organization.as_str()))
+            .select_only()
+            .columns(SECRET_METADATA);
+        let rows = newest_first(select, secret::Column::CreatedAt, secret::Column::Id, page)
+            .into_tuple::<SecretRow>()
+            .all(&self.db)
+            .await?;
+        let secrets = rows.into_iter().map(secret_metadata).collect();
+        Ok(Some(paged(secrets, page, |secret: &SecretMetadata| {
+            Cursor {
+                created_at: secret.created_at,
+                id: secret.id,
+            }
+        })))
     }
 
     /// The stored hash of `organization`'s secret `secret_id`, to check a
@@ -104,35 +227,94 @@ impl Store {
             .column(secret::Column::Hash)
             .column(integration::Column::OrganizationId)
             .column(integration::Column::CustomDomain)
-            .into_tuple::<(Uuid, String, String, Option<String>)>()
+            .column(integration::Column::DomainState)
+            .into_tuple::<(Uuid, String, String, Option<String>, Option<DomainState>)>()
             .one(&self.db)
             .await?;
-        let Some((secret_id, hash, organization_id, custom_domain)) = row else {
+        let Some((secret_id, hash, organization_id, custom_domain, domain_state)) = row else {
             return Ok(None);
         };
         Ok(Some(ActiveCredentials {
             organization_id: stored_organization_id(organization_id)?,
-            custom_domain,
+            verified_domain: custom_domain.filter(|_| domain_state == Some(DomainState::Verified)),
             secret_id,
             hash: stored_hash(hash)?,
         }))
     }
 }
 
-/// One row of the integration query: the integration's columns, and one of
-/// its live secrets' metadata (all `None` when it has neither).
-type IntegrationRow = (
+/// The metadata columns of a secret, in the order of [`SecretRow`].
+const SECRET_METADATA: [secret::Column; 9] = [
+    secret::Column::Id,
+    secret::Column::State,
+    secret::Column::Hint,
+    secret::Column::CreatedAt,
+    secret::Column::ActivatedAt,
+    secret::Column::RevokedAt,
+    secret::Column::ExpiresAt,
+    secret::Column::LastUsedAt,
+    secret::Column::LastRetiredUseAt,
+];
+
+type SecretRow = (
+    Uuid,
+    SecretState,
     String,
-    Option<String>,
     DateTime<Utc>,
-    DateTime<Utc>,
-    Option<Uuid>,
-    Option<SecretState>,
-    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
 );
+
+fn secret_metadata(row: SecretRow) -> SecretMetadata {
+    let (
+        id,
+        state,
+        hint,
+        created_at,
+        activated_at,
+        revoked_at,
+        expires_at,
+        last_used_at,
+        last_retired_use_at,
+    ) = row;
+    SecretMetadata {
+        id,
+        state,
+        hint,
+        created_at,
+        activated_at,
+        revoked_at,
+        expires_at,
+        last_used_at,
+        last_retired_use_at,
+    }
+}
+
+/// One row of the integration query: the integration's columns, and one of
+/// its live secrets' metadata (all `None` when it has neither). The secret's
+/// columns are prefixed, since both tables have a `created_at`.
+#[derive(Debug, Clone, FromQueryResult)]
+struct IntegrationRow {
+    client_id: String,
+    custom_domain: Option<String>,
+    domain_state: Option<DomainState>,
+    domain_verification_code: Option<String>,
+    domain_verified_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    s_id: Option<Uuid>,
+    s_state: Option<SecretState>,
+    s_hint: Option<String>,
+    s_created_at: Option<DateTime<Utc>>,
+    s_activated_at: Option<DateTime<Utc>>,
+    s_revoked_at: Option<DateTime<Utc>>,
+    s_expires_at: Option<DateTime<Utc>>,
+    s_last_used_at: Option<DateTime<Utc>>,
+    s_last_retired_use_at: Option<DateTime<Utc>>,
+}
 
 /// Reads an integration and the metadata of its active and pending secrets
 /// through `db`, which may be a transaction: one query, an outer join that
@@ -150,60 +332,75 @@ pub(super) async fn load_integration(
                     .is_in([SecretState::Active, SecretState::Pending])
                     .into_condition()
             });
-    let rows = integration::Entity::find_by_id(organization.as_str())
+    let mut select = integration::Entity::find_by_id(organization.as_str())
         .join(JoinType::LeftJoin, live_secrets)
         .select_only()
         .column(integration::Column::ClientId)
         .column(integration::Column::CustomDomain)
+        .column(integration::Column::DomainState)
+        .column(integration::Column::DomainVerificationCode)
+        .column(integration::Column::DomainVerifiedAt)
         .column(integration::Column::CreatedAt)
-        .column(integration::Column::UpdatedAt)
-        .column(secret::Column::Id)
-        .column(secret::Column::State)
-        .column(secret::Column::Hint)
-        .column(secret::Column::CreatedAt)
-        .column(secret::Column::ActivatedAt)
-        .column(secret::Column::RevokedAt)
-        .into_tuple::<IntegrationRow>()
-        .all(db)
-        .await?;
-    let Some((client_id, custom_domain, created_at, updated_at, ..)) = rows.first().cloned() else {
+        .column(integration::Column::UpdatedAt);
+    for column in SECRET_METADATA {
+        select = select.column_as(column, format!("s_{}", column.as_str()));
+    }
+    let rows = select.into_model::<IntegrationRow>().all(db).await?;
+    let Some(first) = rows.first().cloned() else {
         return Ok(None);
+    };
+    let custom_domain = match (
+        first.custom_domain,
+        first.domain_state,
+        first.domain_verification_code,
+    ) {
+        (Some(name), Some(state), Some(verification_code)) => Some(CustomDomain {
+            name,
+            state,
+            verification_code,
+            verified_at: first.domain_verified_at,
+        }),
+        _ => None,
     };
     let mut integration = Integration {
         organization_id: organization.clone(),
-        client_id: ClientId::from_stored(client_id),
+        client_id: ClientId::from_stored(first.client_id),
         custom_domain,
-        created_at,
-        updated_at,
+        created_at: first.created_at,
+        updated_at: first.updated_at,
         active_secret: None,
         pending_secret: None,
     };
-    for (.., id, state, hint, created_at, activated_at, revoked_at) in rows {
-        let (Some(id), Some(state), Some(hint), Some(created_at)) = (id, state, hint, created_at)
+    for row in rows {
+        let (Some(id), Some(state), Some(hint), Some(created_at)) =
+            (row.s_id, row.s_state, row.s_hint, row.s_created_at)
         else {
             continue;
         };
-        let secret = SecretMetadata {
+        let metadata = SecretMetadata {
             id,
             state,
             hint,
             created_at,
-            activated_at,
-            revoked_at,
+            activated_at: row.s_activated_at,
+            revoked_at: row.s_revoked_at,
+            expires_at: row.s_expires_at,
+            last_used_at: row.s_last_used_at,
+            last_retired_use_at: row.s_last_retired_use_at,
         };
         match state {
-            SecretState::Active => integration.active_secret = Some(secret),
-            _ => integration.pending_secret = Some(secret),
+            SecretState::Active => integration.active_secret = Some(metadata),
+            _ => integration.pending_secret = Some(metadata),
         }
     }
     Ok(Some(integration))
 }
 
 /// A stored hash that is not argon2id at the required cost is corruption.
-fn stored_hash(phc: String) -> Result<SecretHash, Error> {
+pub(super) fn stored_hash(phc: String) -> Result<SecretHash, Error> {
     SecretHash::parse(phc).map_err(|e| Error::internal(format!("a stored secret hash: {e}")))
 }
 
-fn stored_organization_id(id: String) -> Result<OrganizationId, Error> {
+pub(super) fn stored_organization_id(id: String) -> Result<OrganizationId, Error> {
     OrganizationId::parse(id).map_err(|e| Error::internal(format!("a stored organization id: {e}")))
 }

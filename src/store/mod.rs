@@ -15,7 +15,12 @@
 //! are serialized anyway, it makes the transaction a writer from its first
 //! statement so it never has to upgrade a stale read snapshot.
 
+mod audit;
+mod changes;
+mod domains;
+mod expiry;
 mod integrations;
+mod pages;
 pub mod schema;
 mod secrets;
 
@@ -29,10 +34,18 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-pub use secrets::{Activation, ActivationNotice, Generated, NewSecret, SECRET_ACTIVATED};
+pub use audit::AuditEvent;
+pub use changes::{Change, ChangeKind, INTEGRATION_CHANGED};
+pub use domains::{DomainUpdate, DomainVerification};
+pub use expiry::Expired;
+pub use integrations::{Created, Deleted};
+pub use pages::{Cursor, Page, Paged};
+pub use secrets::{
+    Activation, ActivationNotice, Generated, NewSecret, Revocation, SECRET_ACTIVATED,
+};
 
 use crate::config::DatabaseSettings;
-use crate::domain::{ClientId, OrganizationId, SecretHash, SecretState};
+use crate::domain::{ClientId, DomainState, OrganizationId, SecretHash, SecretState};
 use crate::error::Error;
 
 /// The database, shared by every handler. Cloning is cheap (a pool handle).
@@ -41,18 +54,46 @@ pub struct Store {
     db: DatabaseConnection,
     /// This process, as its notifications name it.
     replica: Uuid,
+    /// This process's committed changes, for its own subscribers.
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
+
+/// Committed changes this process's subscribers may fall behind by before
+/// they are told they lagged.
+const LOCAL_CHANGES: usize = 4096;
 
 /// An integration and the secrets the Integration tab shows.
 #[derive(Debug, Clone)]
 pub struct Integration {
     pub organization_id: OrganizationId,
     pub client_id: ClientId,
-    pub custom_domain: Option<String>,
+    pub custom_domain: Option<CustomDomain>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub active_secret: Option<SecretMetadata>,
     pub pending_secret: Option<SecretMetadata>,
+}
+
+impl Integration {
+    /// The custom domain, once it is proven: what users log in at instead
+    /// of the default.
+    pub fn verified_domain(&self) -> Option<&str> {
+        self.custom_domain
+            .as_ref()
+            .filter(|domain| domain.state == DomainState::Verified)
+            .map(|domain| domain.name.as_str())
+    }
+}
+
+/// The custom domain an organization set, and how far its proof got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomDomain {
+    /// In ASCII (punycode), lower case.
+    pub name: String,
+    pub state: DomainState,
+    /// What the TXT record `_centralauth.<name>` must hold.
+    pub verification_code: String,
+    pub verified_at: Option<DateTime<Utc>>,
 }
 
 /// What may be shown of a stored secret: never its value, nor its hash.
@@ -65,6 +106,10 @@ pub struct SecretMetadata {
     pub created_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// PENDING only: when it is discarded unless activated first.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub last_retired_use_at: Option<DateTime<Utc>>,
 }
 
 /// What the gateway's check needs: whose client this is, and the hash of its
@@ -72,7 +117,8 @@ pub struct SecretMetadata {
 #[derive(Debug, Clone)]
 pub struct ActiveCredentials {
     pub organization_id: OrganizationId,
-    pub custom_domain: Option<String>,
+    /// The organization's custom domain, if it is verified.
+    pub verified_domain: Option<String>,
     pub secret_id: Uuid,
     pub hash: SecretHash,
 }
@@ -128,6 +174,7 @@ impl Store {
         Ok(Self {
             db,
             replica: Uuid::new_v4(),
+            changes: tokio::sync::broadcast::channel(LOCAL_CHANGES).0,
         })
     }
 

@@ -4,6 +4,8 @@
 pub mod integration {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::DomainState;
+
     /// One row per organization.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "integrations")]
@@ -12,8 +14,14 @@ pub mod integration {
         pub organization_id: String,
         #[sea_orm(unique)]
         pub client_id: String,
-        /// Set when the organization has its own login domain.
+        /// The custom domain the organization set, proven or not.
         pub custom_domain: Option<String>,
+        /// Set exactly when `custom_domain` is.
+        pub domain_state: Option<DomainState>,
+        /// What the TXT record `_centralauth.<custom_domain>` must hold.
+        pub domain_verification_code: Option<String>,
+        /// When VerifyDomain found the record.
+        pub domain_verified_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
         /// Touched by every change to the integration or its secrets; the
         /// update also serves as the per-organization lock of a transaction.
@@ -56,6 +64,13 @@ pub mod secret {
         pub activated_at: Option<DateTimeUtc>,
         /// When it was revoked (if it was active) or discarded (if pending).
         pub revoked_at: Option<DateTimeUtc>,
+        /// PENDING: when it is discarded unless activated first.
+        pub expires_at: Option<DateTimeUtc>,
+        /// When ValidateClient last accepted it (recorded at most once a
+        /// minute).
+        pub last_used_at: Option<DateTimeUtc>,
+        /// REVOKED or DISCARDED: when ValidateClient was last presented it.
+        pub last_retired_use_at: Option<DateTimeUtc>,
     }
 
     // By hand, to leave the hash out of any log.
@@ -85,6 +100,54 @@ pub mod secret {
             Relation::Integration.def()
         }
     }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod client_id {
+    use sea_orm::entity::prelude::*;
+
+    /// Every client ID ever issued, kept after its integration is deleted so
+    /// that it is never issued again.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "client_ids")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub client_id: String,
+        pub organization_id: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_event {
+    use sea_orm::entity::prelude::*;
+
+    use crate::audit::AuditAction;
+
+    /// One change, written in the transaction that made it. No foreign key:
+    /// the trail outlives the integration.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub organization_id: String,
+        pub action: AuditAction,
+        pub caller: String,
+        /// Empty when the caller named nobody.
+        pub actor: String,
+        pub secret_id: Option<Uuid>,
+        pub domain: Option<String>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }

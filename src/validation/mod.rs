@@ -276,7 +276,8 @@ impl Validator {
         active: ActiveCredentials,
     ) -> Validation {
         let answer = ValidClient {
-            domain: login_domain(active.custom_domain.as_deref(), &self.default_domain).to_owned(),
+            domain: login_domain(active.verified_domain.as_deref(), &self.default_domain)
+                .to_owned(),
             organization_id: active.organization_id,
         };
         let verified = Verified {
@@ -297,6 +298,7 @@ mod tests {
     use std::{num::NonZeroU32, time::Duration};
 
     use super::*;
+    use crate::audit::Attribution;
     use crate::config::{
         CacheSettings, DatabaseSettings, HashingSettings, Priority, ThrottleSettings,
     };
@@ -327,13 +329,13 @@ mod tests {
         async fn pending(&self, organization: &OrganizationId) -> (ClientId, ClientSecret) {
             let client_id = self
                 .integrations
-                .create(organization)
+                .create(organization, &Attribution::system())
                 .await
                 .expect("created")
                 .client_id;
             let (secret, _) = self
                 .integrations
-                .generate_secret(organization)
+                .generate_secret(organization, &Attribution::system())
                 .await
                 .expect("generated");
             (client_id, secret)
@@ -341,7 +343,7 @@ mod tests {
 
         async fn activate(&self, organization: &OrganizationId, secret: &ClientSecret) {
             self.integrations
-                .activate_secret(organization, &Ok(secret.clone()))
+                .activate_secret(organization, &Ok(secret.clone()), &Attribution::system())
                 .await
                 .expect("activated");
         }
@@ -402,6 +404,7 @@ mod tests {
                 Arc::clone(&cache),
                 ActivationThrottle::new(&throttling),
                 domain.clone(),
+                Duration::from_secs(3600),
             ),
             validator: Validator::new(store, hasher, Arc::clone(&cache), throttle, domain),
             cache,
@@ -448,7 +451,10 @@ mod tests {
             "the active secret is remembered once verified"
         );
 
-        let (newer, _) = integrations.generate_secret(&org).await.expect("generated");
+        let (newer, _) = integrations
+            .generate_secret(&org, &Attribution::system())
+            .await
+            .expect("generated");
         service.activate(&org, &newer).await;
         let old = service.validate(&client_id, &pending).await;
         assert!(
@@ -543,7 +549,7 @@ mod tests {
         slow_side.activate(&org, &old).await;
         let (new, _) = service
             .integrations
-            .generate_secret(&org)
+            .generate_secret(&org, &Attribution::system())
             .await
             .expect("generated");
         assert!(service.cache.is_empty(), "the old secret is cold here");
@@ -639,7 +645,7 @@ mod tests {
             let (integrations, org) = (&service.integrations, &org);
             async move {
                 integrations
-                    .activate_secret(org, &Ok(value))
+                    .activate_secret(org, &Ok(value), &Attribution::system())
                     .await
                     .map(|_| ())
             }
@@ -656,7 +662,11 @@ mod tests {
         }
         let malformed = service
             .integrations
-            .activate_secret(&org, &Err(crate::domain::MalformedSecret::Checksum))
+            .activate_secret(
+                &org,
+                &Err(crate::domain::MalformedSecret::Checksum),
+                &Attribution::system(),
+            )
             .await;
         assert_eq!(
             malformed.expect_err("refused").code(),

@@ -771,8 +771,8 @@ on_every_backend! {
             .connect()
             .await
             .execute_unprepared(&format!(
-                "UPDATE integrations SET custom_domain = '{moved}' \
-                 WHERE organization_id = 'org-remembered'"
+                "UPDATE integrations SET custom_domain = '{moved}', domain_state = 'verified', \
+                 domain_verification_code = 'code' WHERE organization_id = 'org-remembered'"
             ))
             .await
             .expect("X's domain changed");

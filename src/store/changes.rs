@@ -1,0 +1,182 @@
+//! What a committed change announces, to this replica's change streams and
+//! caches at once and to every other replica through PostgreSQL.
+//!
+//! A transaction that changes an integration calls [`Store::announce`]
+//! before it commits: on PostgreSQL that queues a notification on
+//! [`INTEGRATION_CHANGED`], which PostgreSQL delivers to every listening
+//! replica when, and only if, the transaction commits. Once the commit
+//! returns, the store calls [`Store::published`] to tell this process's own
+//! subscribers (`crate::changes`). Replicas ignore their own notifications,
+//! which they have already published.
+//!
+//! A change that may change what ValidateClient answers (all but a
+//! creation) also notifies the channel of earlier versions,
+//! [`SECRET_ACTIVATED`], so that replicas not yet upgraded still forget
+//! their cached answers during a rolling upgrade.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
+use uuid::Uuid;
+
+use super::{ActivationNotice, SECRET_ACTIVATED, Store};
+use crate::domain::{ClientId, OrganizationId};
+use crate::error::Error;
+
+/// The PostgreSQL notification channel every change is announced on.
+pub const INTEGRATION_CHANGED: &str = "integration_changed";
+
+/// What kind of change an integration went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Created,
+    /// A secret generated, activated, revoked, discarded or expired, or the
+    /// domain set or verified.
+    Updated,
+    Deleted,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "created" => Some(Self::Created),
+            "updated" => Some(Self::Updated),
+            "deleted" => Some(Self::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One committed change of one integration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub organization_id: OrganizationId,
+    pub client_id: ClientId,
+    /// When the transaction made it.
+    pub at: DateTime<Utc>,
+    /// The replica that made it.
+    pub replica: Uuid,
+}
+
+impl Change {
+    /// A notification's payload: `<replica> <kind> <microseconds since the
+    /// epoch> <client ID> <organization id>` (an organization id holds no
+    /// space).
+    pub fn to_payload(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.replica,
+            self.kind.as_str(),
+            self.at.timestamp_micros(),
+            self.client_id,
+            self.organization_id.as_str()
+        )
+    }
+
+    /// Reads a payload [`Change::to_payload`] wrote; `None` for anything
+    /// else.
+    pub fn parse(payload: &str) -> Option<Self> {
+        let mut parts = payload.splitn(5, ' ');
+        let replica = parts.next()?.parse().ok()?;
+        let kind = ChangeKind::parse(parts.next()?)?;
+        let at = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
+        let client_id = ClientId::parse(parts.next()?)?;
+        let organization_id = OrganizationId::parse(parts.next()?.to_owned()).ok()?;
+        Some(Self {
+            kind,
+            organization_id,
+            client_id,
+            at,
+            replica,
+        })
+    }
+}
+
+impl Store {
+    /// A change this replica is making at `at`.
+    pub(super) fn change(
+        &self,
+        kind: ChangeKind,
+        organization_id: &OrganizationId,
+        client_id: &ClientId,
+        at: DateTime<Utc>,
+    ) -> Change {
+        Change {
+            kind,
+            organization_id: organization_id.clone(),
+            client_id: client_id.clone(),
+            at,
+            replica: self.replica,
+        }
+    }
+
+    /// Announces `change` to the other replicas when `txn` commits.
+    pub(super) async fn announce(
+        &self,
+        txn: &DatabaseTransaction,
+        change: &Change,
+    ) -> Result<(), Error> {
+        if self.backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        notify(txn, INTEGRATION_CHANGED, change.to_payload()).await?;
+        if change.kind != ChangeKind::Created {
+            let notice = ActivationNotice {
+                client_id: change.client_id.as_str(),
+                replica: self.replica,
+            };
+            notify(txn, SECRET_ACTIVATED, notice.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells this process's subscribers of `change`, which has committed.
+    pub(super) fn published(&self, change: Change) {
+        // No subscriber is no error.
+        let _ = self.changes.send(change);
+    }
+
+    /// This process's committed changes, from now on. A receiver that
+    /// falls more than the channel's capacity behind is told it lagged.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
+async fn notify(txn: &DatabaseTransaction, channel: &str, payload: String) -> Result<(), Error> {
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_notify($1, $2)",
+        [channel.into(), payload.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_reads_back_what_was_written() {
+        let change = Change {
+            kind: ChangeKind::Updated,
+            organization_id: OrganizationId::parse("org-1:x".into()).expect("valid"),
+            client_id: ClientId::parse("abcDEF0123456789abcdefGH").expect("valid"),
+            at: DateTime::from_timestamp_micros(1_780_000_000_123_456).expect("a time"),
+            replica: Uuid::new_v4(),
+        };
+        assert_eq!(Change::parse(&change.to_payload()), Some(change));
+        for bad in ["", "x updated 1 a b", "not a change at all"] {
+            assert_eq!(Change::parse(bad), None, "{bad:?}");
+        }
+    }
+}
