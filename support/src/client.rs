@@ -184,6 +184,121 @@ impl Client {
         started.elapsed()
     }
 
+    pub async fn update_domain(
+        &self,
+        organization_id: &str,
+        custom_domain: &str,
+    ) -> Result<proto::Integration, Status> {
+        let request = proto::UpdateDomainRequest {
+            organization_id: organization_id.to_owned(),
+            custom_domain: custom_domain.to_owned(),
+        };
+        let response = self.call(self.raw().update_domain(request)).await?;
+        Ok(response.integration.expect("an integration"))
+    }
+
+    pub async fn verify_domain(&self, organization_id: &str) -> Result<proto::Integration, Status> {
+        let request = proto::VerifyDomainRequest {
+            organization_id: organization_id.to_owned(),
+        };
+        let response = self.call(self.raw().verify_domain(request)).await?;
+        Ok(response.integration.expect("an integration"))
+    }
+
+    /// One page of ListSecrets.
+    pub async fn list_secrets(
+        &self,
+        organization_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<proto::ListSecretsResponse, Status> {
+        let request = proto::ListSecretsRequest {
+            organization_id: organization_id.to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        self.call(self.raw().list_secrets(request)).await
+    }
+
+    /// Every secret, following the page tokens with pages of `page_size`.
+    pub async fn all_secrets(
+        &self,
+        organization_id: &str,
+        page_size: i32,
+    ) -> Result<Vec<proto::Secret>, Status> {
+        let mut secrets = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.list_secrets(organization_id, page_size, &token).await?;
+            secrets.extend(page.secrets);
+            if page.next_page_token.is_empty() {
+                return Ok(secrets);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn revoke(
+        &self,
+        organization_id: &str,
+        secret_id: &str,
+    ) -> Result<proto::Integration, Status> {
+        let request = proto::RevokeSecretRequest {
+            organization_id: organization_id.to_owned(),
+            secret_id: secret_id.to_owned(),
+        };
+        let response = self.call(self.raw().revoke_secret(request)).await?;
+        Ok(response.integration.expect("an integration"))
+    }
+
+    /// One page of ListAuditEvents.
+    pub async fn list_audit(
+        &self,
+        organization_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<proto::ListAuditEventsResponse, Status> {
+        let request = proto::ListAuditEventsRequest {
+            organization_id: organization_id.to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        self.call(self.raw().list_audit_events(request)).await
+    }
+
+    /// The whole audit trail, newest first.
+    pub async fn all_audit(&self, organization_id: &str) -> Result<Vec<proto::AuditEvent>, Status> {
+        let mut events = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.list_audit(organization_id, 0, &token).await?;
+            events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return Ok(events);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn delete(&self, organization_id: &str) -> Result<(), Status> {
+        let request = proto::DeleteIntegrationRequest {
+            organization_id: organization_id.to_owned(),
+        };
+        self.call(self.raw().delete_integration(request)).await?;
+        Ok(())
+    }
+
+    /// Opens a change stream: one organization's, or every one's with "".
+    pub async fn watch(
+        &self,
+        organization_id: &str,
+    ) -> Result<tonic::Streaming<proto::WatchIntegrationsResponse>, Status> {
+        let request = proto::WatchIntegrationsRequest {
+            organization_id: organization_id.to_owned(),
+        };
+        self.call(self.raw().watch_integrations(request)).await
+    }
+
     /// Creates an integration with an active secret; returns its client ID
     /// and the secret's value.
     pub async fn ready(&self, organization_id: &str) -> (String, String) {
