@@ -229,7 +229,9 @@ impl Client {
         let mut secrets = Vec::new();
         let mut token = String::new();
         loop {
-            let page = self.list_secrets(organization_id, page_size, &token).await?;
+            let page = self
+                .list_secrets(organization_id, page_size, &token)
+                .await?;
             secrets.extend(page.secrets);
             if page.next_page_token.is_empty() {
                 return Ok(secrets);

@@ -13,6 +13,7 @@ mod create_integration;
 mod faults;
 mod generate_secret;
 mod get_integration;
+mod lifecycle;
 mod lockout;
 mod model;
 mod races;
