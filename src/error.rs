@@ -26,6 +26,10 @@ pub enum Error {
     /// The service is too busy to answer in time; retrying later may work.
     #[error("{0}")]
     Overloaded(String),
+    /// A service other than the database (a DNS server) did not answer; the
+    /// message says which and what to do. Retrying later may work.
+    #[error("{0}")]
+    Unreachable(String),
     /// A dependency (the database) did not answer; retrying later may work.
     #[error("unavailable: {0}")]
     Unavailable(#[source] Cause),
@@ -53,6 +57,7 @@ impl Error {
             Self::FailedPrecondition(m) => Self::FailedPrecondition(m.clone()),
             Self::ResourceExhausted(m) => Self::ResourceExhausted(m.clone()),
             Self::Overloaded(m) => Self::Overloaded(m.clone()),
+            Self::Unreachable(m) => Self::Unreachable(m.clone()),
             Self::Unavailable(cause) => Self::unavailable(cause.to_string()),
             Self::Internal(cause) => Self::internal(cause.to_string()),
         }
@@ -66,7 +71,9 @@ impl Error {
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
-            Self::Overloaded(_) | Self::Unavailable(_) => Code::Unavailable,
+            Self::Overloaded(_) | Self::Unreachable(_) | Self::Unavailable(_) => {
+                Code::Unavailable
+            }
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -80,7 +87,8 @@ impl From<Error> for Status {
             | Error::AlreadyExists(m)
             | Error::FailedPrecondition(m)
             | Error::ResourceExhausted(m)
-            | Error::Overloaded(m) => m.clone(),
+            | Error::Overloaded(m)
+            | Error::Unreachable(m) => m.clone(),
             Error::Unavailable(_) => {
                 "the service's database is unavailable; retry with backoff".to_owned()
             }
@@ -95,7 +103,7 @@ mod tests {
     use super::*;
 
     /// Every variant, with the code it is answered with.
-    fn every_variant() -> [(Error, Code); 8] {
+    fn every_variant() -> [(Error, Code); 9] {
         [
             (Error::InvalidArgument("m".into()), Code::InvalidArgument),
             (Error::NotFound("m".into()), Code::NotFound),
@@ -109,6 +117,7 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (Error::Overloaded("m".into()), Code::Unavailable),
+            (Error::Unreachable("m".into()), Code::Unavailable),
             (Error::unavailable("connection refused"), Code::Unavailable),
             (Error::internal("bug"), Code::Internal),
         ]

@@ -1,7 +1,10 @@
-//! The Integration tab's operations, in domain terms: what CreateIntegration,
-//! GetIntegration, GenerateSecret and ActivateSecret do once their input is
-//! parsed. The state machine's transitions themselves are transactions in
+//! The Integration tab's operations, in domain terms: what the admin RPCs
+//! (CreateIntegration, GetIntegration, GenerateSecret, ActivateSecret,
+//! ListSecrets, RevokeSecret, ListAuditEvents, DeleteIntegration, and the
+//! custom domain's in `domains`) do once their input is parsed. The state machine's transitions themselves are transactions in
 //! `crate::store`; the gateway's check is `crate::validation`.
+
+mod domains;
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,6 +12,7 @@ use tracing::info;
 use uuid::Uuid;
 
 use crate::audit::Attribution;
+use crate::dns::DnsVerifier;
 use crate::domain::{
     ClientId, ClientSecret, DomainName, MalformedSecret, OrganizationId, login_domain,
 };
@@ -31,6 +35,7 @@ pub struct Integrations {
     failed_activations: ActivationThrottle,
     default_domain: DomainName,
     pending_secret_ttl: Duration,
+    dns: Arc<DnsVerifier>,
 }
 
 /// Client IDs drawn before creation gives up (see [`Integrations::create`]).
@@ -44,6 +49,7 @@ impl Integrations {
         failed_activations: ActivationThrottle,
         default_domain: DomainName,
         pending_secret_ttl: Duration,
+        dns: Arc<DnsVerifier>,
     ) -> Self {
         Self {
             store,
@@ -52,6 +58,7 @@ impl Integrations {
             failed_activations,
             default_domain,
             pending_secret_ttl,
+            dns,
         }
     }
 

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::auth::{RequireRole, SHARED_METHODS, VALIDATOR_METHODS};
 use crate::codec::corrected_status;
 use crate::config::{AccessSettings, DatabaseSettings, Settings, TlsFiles};
+use crate::dns::DnsVerifier;
 use crate::error::Error;
 use crate::expiry;
 use crate::grpc::IntegrationApi;
@@ -38,6 +39,8 @@ pub enum StartupError {
     Connect(#[source] sea_orm::DbErr),
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[source] sea_orm::DbErr),
+    #[error("{0}")]
+    Dns(#[source] crate::dns::DnsSetupError),
     #[error("cannot read the pending secrets' expiry: {0}")]
     Expiry(#[source] Error),
     #[error("cannot prepare argon2id: {0}")]
@@ -148,6 +151,7 @@ impl Application {
             ActivationThrottle::new(&settings.throttle),
             settings.default_domain.clone(),
             settings.lifecycle.pending_secret_ttl,
+            Arc::new(DnsVerifier::new(settings.lifecycle.dns_resolver).map_err(StartupError::Dns)?),
         );
         let validator = Validator::new(
             store.clone(),

@@ -19,7 +19,7 @@ use tracing::{Span, field::Empty, instrument};
 
 use self::outcome::{CallLog, Outcome};
 use self::page_token::List;
-use self::requests::{ClientCheck, Listing, SecretActivation, SecretRevocation};
+use self::requests::{ClientCheck, DomainChange, Listing, SecretActivation, SecretRevocation};
 use crate::audit::Attribution;
 use crate::auth::Caller;
 use crate::domain::OrganizationId;
@@ -110,6 +110,12 @@ impl ForOrganization for SecretActivation {
 }
 
 impl ForOrganization for SecretRevocation {
+    fn organization(&self) -> &OrganizationId {
+        &self.organization
+    }
+}
+
+impl ForOrganization for DomainChange {
     fn organization(&self) -> &OrganizationId {
         &self.organization
     }
@@ -231,18 +237,37 @@ impl IntegrationService for IntegrationApi {
         }
     }
 
+    #[instrument(name = "UpdateDomain", skip_all, fields(organization_id = Empty))]
     async fn update_domain(
         &self,
-        _request: Request<proto::UpdateDomainRequest>,
+        request: Request<proto::UpdateDomainRequest>,
     ) -> Result<Response<proto::UpdateDomainResponse>, Status> {
-        Err(not_yet("UpdateDomain"))
+        self.respond("UpdateDomain", async {
+            let (change, by): (DomainChange, _) = parse_change(request)?;
+            let integration = self
+                .integrations
+                .update_domain(&change.organization, change.name.as_ref(), &by)
+                .await?;
+            Ok(proto::UpdateDomainResponse {
+                integration: Some(self.integration(integration)),
+            })
+        })
+        .await
     }
 
+    #[instrument(name = "VerifyDomain", skip_all, fields(organization_id = Empty))]
     async fn verify_domain(
         &self,
-        _request: Request<proto::VerifyDomainRequest>,
+        request: Request<proto::VerifyDomainRequest>,
     ) -> Result<Response<proto::VerifyDomainResponse>, Status> {
-        Err(not_yet("VerifyDomain"))
+        self.respond("VerifyDomain", async {
+            let (organization, by): (OrganizationId, _) = parse_change(request)?;
+            let integration = self.integrations.verify_domain(&organization, &by).await?;
+            Ok(proto::VerifyDomainResponse {
+                integration: Some(self.integration(integration)),
+            })
+        })
+        .await
     }
 
     #[instrument(name = "ListSecrets", skip_all, fields(organization_id = Empty))]

@@ -48,7 +48,7 @@ impl Outcome<'_> {
             Self::Rejected(_) => Level::INFO,
             Self::Failed(error) => match error {
                 Error::Internal(_) => Level::ERROR,
-                Error::Unavailable(_) => Level::WARN,
+                Error::Unavailable(_) | Error::Unreachable(_) => Level::WARN,
                 Error::ResourceExhausted(_) | Error::Overloaded(_) => Level::DEBUG,
                 Error::InvalidArgument(_)
                 | Error::NotFound(_)
@@ -230,6 +230,7 @@ mod tests {
             (Error::ResourceExhausted("m".into()), Level::DEBUG),
             (Error::Overloaded("m".into()), Level::DEBUG),
             (Error::unavailable("down"), Level::WARN),
+            (Error::Unreachable("DNS".into()), Level::WARN),
             (Error::internal("bug"), Level::ERROR),
         ];
         for (error, level) in &errors {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use uuid::Uuid;
 
 use super::page_token::{self, List};
-use crate::domain::{ClientSecret, MalformedSecret, OrganizationId};
+use crate::domain::{ClientSecret, CustomDomainName, MalformedSecret, OrganizationId};
 use crate::error::Error;
 use crate::proto;
 use crate::store::Page;
@@ -44,6 +44,13 @@ pub struct ClientCheck {
 pub struct Listing {
     pub organization: OrganizationId,
     pub page: Page,
+}
+
+/// An UpdateDomain request: the name to set, or `None` to clear it.
+#[derive(Debug)]
+pub struct DomainChange {
+    pub organization: OrganizationId,
+    pub name: Option<CustomDomainName>,
 }
 
 /// A RevokeSecret request.
@@ -147,6 +154,22 @@ impl TryFrom<proto::ListAuditEventsRequest> for Listing {
             &request.page_token,
         )?;
         Ok(Self { organization, page })
+    }
+}
+
+impl TryFrom<proto::UpdateDomainRequest> for DomainChange {
+    type Error = Error;
+
+    fn try_from(request: proto::UpdateDomainRequest) -> Result<Self, Error> {
+        let organization = organization(request.organization_id)?;
+        let name = if request.custom_domain.is_empty() {
+            None
+        } else {
+            let name = CustomDomainName::parse(&request.custom_domain)
+                .map_err(|invalid| Error::InvalidArgument(invalid.0))?;
+            Some(name)
+        };
+        Ok(Self { organization, name })
     }
 }
 

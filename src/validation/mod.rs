@@ -405,6 +405,10 @@ mod tests {
                 ActivationThrottle::new(&throttling),
                 domain.clone(),
                 Duration::from_secs(3600),
+                Arc::new(
+                    crate::dns::DnsVerifier::new(Some("127.0.0.1:9".parse().expect("an address")))
+                        .expect("a resolver"),
+                ),
             ),
             validator: Validator::new(store, hasher, Arc::clone(&cache), throttle, domain),
             cache,

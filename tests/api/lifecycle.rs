@@ -1,10 +1,11 @@
-//! The secret lifecycle beyond generate and activate: the history
-//! (ListSecrets), the emergency revoke (RevokeSecret), deletion
-//! (DeleteIntegration), the audit trail (ListAuditEvents) and the expiry of
-//! pending secrets. Each on SQLite and PostgreSQL, through the real server.
+//! The secret lifecycle beyond generate and activate: custom domains
+//! (UpdateDomain, VerifyDomain), the history (ListSecrets), the emergency
+//! revoke (RevokeSecret), deletion (DeleteIntegration), the audit trail
+//! (ListAuditEvents) and the expiry of pending secrets. Each on SQLite and PostgreSQL, through the real server.
 
 mod audit;
 mod delete;
+mod domain;
 mod expiry;
 mod history;
 mod revoke;
