@@ -5,6 +5,7 @@
 
 mod client_id;
 mod client_secret;
+mod custom_domain;
 mod domain_name;
 mod organization_id;
 mod random;
@@ -13,6 +14,7 @@ mod secret_state;
 
 pub use client_id::ClientId;
 pub use client_secret::{ClientSecret, MalformedSecret};
+pub use custom_domain::{CustomDomainName, VerificationCode};
 pub use domain_name::{DomainName, login_domain};
 pub use organization_id::OrganizationId;
 pub use random::{RandomUnavailable, random_bytes};
