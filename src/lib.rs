@@ -59,6 +59,7 @@
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod dns;
 pub mod domain;
 pub mod error;
 /// Property checks of the fuzz targets and of their corpus test.
