@@ -43,6 +43,7 @@ pub mod app;
 pub mod checks;
 pub mod client;
 pub mod database;
+pub mod dns;
 pub mod process;
 pub mod proxy;
 pub mod scenario;
