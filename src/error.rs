@@ -71,9 +71,7 @@ impl Error {
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
-            Self::Overloaded(_) | Self::Unreachable(_) | Self::Unavailable(_) => {
-                Code::Unavailable
-            }
+            Self::Overloaded(_) | Self::Unreachable(_) | Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
     }

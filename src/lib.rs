@@ -60,6 +60,7 @@ pub mod audit;
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod dns;
 pub mod domain;
 pub mod error;
 pub mod expiry;

@@ -5,6 +5,7 @@
 
 mod client_id;
 mod client_secret;
+mod custom_domain;
 mod domain_name;
 mod domain_state;
 mod organization_id;
@@ -14,6 +15,7 @@ mod secret_state;
 
 pub use client_id::ClientId;
 pub use client_secret::{ClientSecret, MalformedSecret};
+pub use custom_domain::{CustomDomainName, VerificationCode};
 pub use domain_name::{DomainName, login_domain};
 pub use domain_state::DomainState;
 pub use organization_id::OrganizationId;

@@ -43,6 +43,7 @@ pub mod app;
 pub mod checks;
 pub mod client;
 pub mod database;
+pub mod dns;
 pub mod process;
 pub mod proxy;
 pub mod scenario;
@@ -54,6 +55,7 @@ pub use client::{Authorization, Client, RawClient};
 pub use database::{
     Backend, CreateDatabaseError, TEST_DATABASE_URL, TestDatabase, test_postgres_url,
 };
+pub use dns::TestDns;
 pub use process::{Finished, LogCounts, ServerCommand, ServerFailure, ServerProcess, run_to_exit};
 pub use proxy::PostgresProxy;
 pub use scenario::{Adjust, Fixture};

@@ -10,6 +10,7 @@ mod auth;
 mod binary;
 mod cache;
 mod create_integration;
+mod dns;
 mod faults;
 mod generate_secret;
 mod get_integration;
