@@ -7,7 +7,8 @@
 //! tonic ─▶ auth        (a bearer token of the role the method needs)
 //!       ─▶ codec       (protobuf in, size limit: bad bytes become a status)
 //!       ─▶ grpc        (parse once into domain types, one call, map the result, log the outcome)
-//!            ├─▶ integrations  (the Integration tab: create, get, generate, activate)
+//!            ├─▶ integrations  (the Integration tab: create, get, generate, activate, revoke,
+//!            │                  history, audit, custom domain (─▶ dns), delete)
 //!            └─▶ validation    (the gateway's ValidateClient, in order of cost)
 //!                  ├─▶ validation::cache  (verified pairs, answered in microseconds)
 //!                  ├─▶ throttle           (rations what the cache cannot answer)
@@ -30,6 +31,11 @@
 //! | who may call what; how refused calls are logged | `auth.rs`, `auth/refusals.rs` |
 //! | the shape of a secret, its checksum, its hash | `domain/client_secret.rs`, `domain/secret_hash.rs` |
 //! | when a stored hash is hashed again at the configured cost, and stored | `rehash.rs` |
+//! | what the audit trail records, and who the caller is | `audit.rs`, `store/audit.rs` |
+//! | when a pending secret expires, and that it expires once | `expiry.rs`, `store/expiry.rs` |
+//! | a custom domain's rules and proof | `domain/custom_domain.rs`, `integrations/domains.rs`, `store/domains.rs` |
+//! | what a page token binds | `grpc/page_token.rs` |
+//! | what a change announces, to whom | `store/changes.rs` |
 //!
 //! # The modules
 //!
@@ -42,6 +48,9 @@
 //! - [`codec`]: what the wire may send (malformed and oversized messages).
 //! - [`grpc`]: the handlers, their parsing, their responses, their log.
 //! - [`integrations`]: the dashboard's operations, in domain terms.
+//! - [`audit`]: what an audit event records, and the `x-actor` it names.
+//! - [`dns`]: TXT look-ups for VerifyDomain, never cached.
+//! - [`expiry`]: the sweeper that discards pending secrets past their time.
 //! - [`validation`]: the gateway's check, and its cache.
 //! - [`domain`]: organization and client ids, secrets and their hashes,
 //!   each parsed once and trusted after.
