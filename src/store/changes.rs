@@ -9,10 +9,14 @@
 //! subscribers (`crate::changes`). Replicas ignore their own notifications,
 //! which they have already published.
 //!
-//! A change that may change what ValidateClient answers (all but a
-//! creation) also notifies the channel of earlier versions,
+//! A change that may change what ValidateClient answers
+//! ([`Change::revalidates`]: an activation, the revocation of the active
+//! secret, a change of the effective domain, a deletion) tells every replica
+//! to forget its cached answers for the client; the others (a generation, a
+//! pending secret discarded or expired, a creation) leave the caches alone.
+//! The first kind also notifies the channel of earlier versions,
 //! [`SECRET_ACTIVATED`], so that replicas not yet upgraded still forget
-//! their cached answers during a rolling upgrade.
+//! during a rolling upgrade.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
@@ -64,18 +68,29 @@ pub struct Change {
     pub at: DateTime<Utc>,
     /// The replica that made it.
     pub replica: Uuid,
+    /// Whether it may change what ValidateClient answers for the client, so
+    /// that every cache must forget what it holds for it.
+    pub revalidates: bool,
 }
 
 impl Change {
+    /// The same change, marked as one that changes what ValidateClient
+    /// answers (or not).
+    pub fn revalidating(mut self, revalidates: bool) -> Self {
+        self.revalidates = revalidates;
+        self
+    }
+
     /// A notification's payload: `<replica> <kind> <microseconds since the
-    /// epoch> <client ID> <organization id>` (an organization id holds no
-    /// space).
+    /// epoch> <r if it revalidates, else -> <client ID> <organization id>`
+    /// (an organization id holds no space).
     pub fn to_payload(&self) -> String {
         format!(
-            "{} {} {} {} {}",
+            "{} {} {} {} {} {}",
             self.replica,
             self.kind.as_str(),
             self.at.timestamp_micros(),
+            if self.revalidates { "r" } else { "-" },
             self.client_id,
             self.organization_id.as_str()
         )
@@ -84,10 +99,15 @@ impl Change {
     /// Reads a payload [`Change::to_payload`] wrote; `None` for anything
     /// else.
     pub fn parse(payload: &str) -> Option<Self> {
-        let mut parts = payload.splitn(5, ' ');
+        let mut parts = payload.splitn(6, ' ');
         let replica = parts.next()?.parse().ok()?;
         let kind = ChangeKind::parse(parts.next()?)?;
         let at = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
+        let revalidates = match parts.next()? {
+            "r" => true,
+            "-" => false,
+            _ => return None,
+        };
         let client_id = ClientId::parse(parts.next()?)?;
         let organization_id = OrganizationId::parse(parts.next()?.to_owned()).ok()?;
         Some(Self {
@@ -96,12 +116,14 @@ impl Change {
             client_id,
             at,
             replica,
+            revalidates,
         })
     }
 }
 
 impl Store {
-    /// A change this replica is making at `at`.
+    /// A change this replica is making at `at`; it revalidates if it is a
+    /// deletion, unless [`Change::revalidating`] says otherwise.
     pub(super) fn change(
         &self,
         kind: ChangeKind,
@@ -115,6 +137,7 @@ impl Store {
             client_id: client_id.clone(),
             at,
             replica: self.replica,
+            revalidates: kind == ChangeKind::Deleted,
         }
     }
 
@@ -128,7 +151,7 @@ impl Store {
             return Ok(());
         }
         notify(txn, INTEGRATION_CHANGED, change.to_payload()).await?;
-        if change.kind != ChangeKind::Created {
+        if change.revalidates {
             let notice = ActivationNotice {
                 client_id: change.client_id.as_str(),
                 replica: self.replica,
@@ -173,9 +196,12 @@ mod tests {
             client_id: ClientId::parse("abcDEF0123456789abcdefGH").expect("valid"),
             at: DateTime::from_timestamp_micros(1_780_000_000_123_456).expect("a time"),
             replica: Uuid::new_v4(),
+            revalidates: true,
         };
-        assert_eq!(Change::parse(&change.to_payload()), Some(change));
-        for bad in ["", "x updated 1 a b", "not a change at all"] {
+        assert_eq!(Change::parse(&change.to_payload()), Some(change.clone()));
+        let quiet = change.revalidating(false);
+        assert_eq!(Change::parse(&quiet.to_payload()), Some(quiet));
+        for bad in ["", "x updated 1 r a b", "not a change at all"] {
             assert_eq!(Change::parse(bad), None, "{bad:?}");
         }
     }

@@ -100,7 +100,9 @@ impl Store {
         let integration = load_integration(&txn, organization)
             .await?
             .ok_or_else(|| Error::internal("the locked integration vanished"))?;
-        let change = self.change(ChangeKind::Updated, organization, &client_id, now);
+        let change = self
+            .change(ChangeKind::Updated, organization, &client_id, now)
+            .revalidating(was_verified);
         self.announce(&txn, &change).await?;
         txn.commit().await?;
         self.published(change);
@@ -166,7 +168,9 @@ impl Store {
         let integration = load_integration(&txn, organization)
             .await?
             .ok_or_else(|| Error::internal("the locked integration vanished"))?;
-        let change = self.change(ChangeKind::Updated, organization, &client_id, now);
+        let change = self
+            .change(ChangeKind::Updated, organization, &client_id, now)
+            .revalidating(true);
         self.announce(&txn, &change).await?;
         txn.commit().await?;
         self.published(change);

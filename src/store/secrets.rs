@@ -281,7 +281,9 @@ impl Store {
             .ok_or_else(|| Error::internal("the locked integration vanished"))?;
         // Delivered to every replica's listener when, and only if, the
         // transaction commits (see crate::invalidation).
-        let change = self.change(ChangeKind::Updated, organization, &client_id, now);
+        let change = self
+            .change(ChangeKind::Updated, organization, &client_id, now)
+            .revalidating(true);
         self.announce(&txn, &change).await?;
         txn.commit().await?;
         self.published(change);
@@ -346,7 +348,9 @@ impl Store {
         let integration = load_integration(&txn, organization)
             .await?
             .ok_or_else(|| Error::internal("the locked integration vanished"))?;
-        let change = self.change(ChangeKind::Updated, organization, &client_id, now);
+        let change = self
+            .change(ChangeKind::Updated, organization, &client_id, now)
+            .revalidating(was == SecretState::Active);
         self.announce(&txn, &change).await?;
         txn.commit().await?;
         self.published(change);
