@@ -67,6 +67,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod codec;
 pub mod config;
 pub mod dns;

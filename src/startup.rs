@@ -11,6 +11,7 @@ use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
 use crate::auth::{RequireRole, SHARED_METHODS, VALIDATOR_METHODS};
+use crate::changes::{ChangeFeed, Dispatcher};
 use crate::codec::corrected_status;
 use crate::config::{AccessSettings, DatabaseSettings, Settings, TlsFiles};
 use crate::dns::DnsVerifier;
@@ -84,6 +85,8 @@ pub struct Application {
     store: Store,
     cache: Arc<CredentialCache>,
     activations: Option<Subscription>,
+    changes: ChangeFeed,
+    dispatcher: Dispatcher,
     refusals: Refusals,
     routes: Routes,
     health: HealthReporter,
@@ -130,9 +133,11 @@ impl Application {
             .await
             .map_err(StartupError::Hasher)?;
         let cache = Arc::new(CredentialCache::new(&settings.cache).map_err(StartupError::Cache)?);
+        let (changes, dispatcher) = ChangeFeed::new(&store, settings.change_stream_capacity);
         let activations = invalidation::subscribe(&store)
             .await
-            .map_err(StartupError::Listen)?;
+            .map_err(StartupError::Listen)?
+            .map(|subscription| subscription.feeding(changes.remote()));
         let throttle = ValidationThrottle::new(
             &settings.throttle,
             settings.hashing.threads,
@@ -180,6 +185,7 @@ impl Application {
         let api = IntegrationServiceServer::new(IntegrationApi::new(
             integrations,
             validator,
+            changes.clone(),
             CallLog::new(refusals.clone()),
         ))
         .max_decoding_message_size(limit);
@@ -213,6 +219,8 @@ impl Application {
             store,
             cache,
             activations,
+            changes,
+            dispatcher,
             refusals,
             routes,
             health,
@@ -234,7 +242,8 @@ impl Application {
     }
 
     /// Serves the IntegrationService, health and reflection until `shutdown`
-    /// resolves; then reports NOT_SERVING, stops accepting calls, lets the
+    /// resolves; then ends the change streams (which would never finish by
+    /// themselves), reports NOT_SERVING, stops accepting calls, lets the
     /// calls in flight finish, and closes the database pool.
     pub async fn run_until_stopped(
         self,
@@ -248,10 +257,14 @@ impl Application {
         let listener = self
             .activations
             .map(|subscription| subscription.follow(self.cache));
+        let dispatcher = self.dispatcher.spawn();
+        let changes = self.changes;
         let report = report_refusals(self.refusals);
         let draining = async move {
             shutdown.await;
             info!("shutting down: refusing new calls, finishing those in flight");
+            changes.close();
+            dispatcher.abort();
             probe.abort();
             sweeper.abort();
             report.abort();

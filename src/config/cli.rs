@@ -352,6 +352,7 @@ impl ServeArgs {
             max_message_bytes: self.max_message_bytes as usize,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             max_concurrent_streams: self.max_concurrent_streams.max(1),
+            change_stream_capacity: crate::changes::DEFAULT_CAPACITY,
             hashing: HashingSettings {
                 params: hash_params,
                 threads,

@@ -25,6 +25,9 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Calls in flight per connection, at most.
     pub max_concurrent_streams: u32,
+    /// Changes a WatchIntegrations stream may fall behind by before it is
+    /// sent RESYNC instead (see `crate::changes`).
+    pub change_stream_capacity: usize,
     pub hashing: HashingSettings,
     pub cache: CacheSettings,
     pub throttle: ThrottleSettings,

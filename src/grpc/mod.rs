@@ -11,8 +11,9 @@ pub mod outcome;
 pub mod page_token;
 pub mod requests;
 pub mod responses;
+mod watch;
 
-use std::{future::Future, time::Instant};
+use std::{future::Future, sync::Arc, time::Instant};
 
 use tonic::{Request, Response, Status};
 use tracing::{Span, field::Empty, instrument};
@@ -22,6 +23,7 @@ use self::page_token::List;
 use self::requests::{ClientCheck, DomainChange, Listing, SecretActivation, SecretRevocation};
 use crate::audit::Attribution;
 use crate::auth::Caller;
+use crate::changes::ChangeFeed;
 use crate::domain::OrganizationId;
 use crate::error::Error;
 use crate::integrations::Integrations;
@@ -31,16 +33,25 @@ use crate::validation::{Validation, Validator};
 
 /// The IntegrationService of the contract.
 pub struct IntegrationApi {
-    integrations: Integrations,
+    /// Shared with the change streams, which show each integration's login
+    /// domain too.
+    integrations: Arc<Integrations>,
     validator: Validator,
+    changes: ChangeFeed,
     log: CallLog,
 }
 
 impl IntegrationApi {
-    pub fn new(integrations: Integrations, validator: Validator, log: CallLog) -> Self {
+    pub fn new(
+        integrations: Integrations,
+        validator: Validator,
+        changes: ChangeFeed,
+        log: CallLog,
+    ) -> Self {
         Self {
-            integrations,
+            integrations: Arc::new(integrations),
             validator,
+            changes,
             log,
         }
     }
@@ -336,11 +347,22 @@ impl IntegrationService for IntegrationApi {
 
     type WatchIntegrationsStream = tonic::codegen::BoxStream<proto::WatchIntegrationsResponse>;
 
+    /// Its one outcome is the opening of the stream; the stream logs a
+    /// line of its own when it ends (see [`watch`]).
+    #[instrument(name = "WatchIntegrations", skip_all, fields(organization_id = Empty))]
     async fn watch_integrations(
         &self,
-        _request: Request<proto::WatchIntegrationsRequest>,
+        request: Request<proto::WatchIntegrationsRequest>,
     ) -> Result<Response<Self::WatchIntegrationsStream>, Status> {
-        Err(not_yet("WatchIntegrations"))
+        self.respond("WatchIntegrations", async {
+            let organization = watch::organization(request.into_inner())?;
+            if let Some(organization) = &organization {
+                Span::current().record("organization_id", organization.as_str());
+            }
+            let watcher = self.changes.watch(organization);
+            Ok(watch::stream(watcher, Arc::clone(&self.integrations)))
+        })
+        .await
     }
 
     #[instrument(name = "DeleteIntegration", skip_all, fields(organization_id = Empty))]

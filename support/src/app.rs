@@ -40,6 +40,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         max_message_bytes: 16 * 1024,
         request_timeout: Duration::from_secs(30),
         max_concurrent_streams: 256,
+        change_stream_capacity: 1024,
         hashing: HashingSettings {
             params: HashParams::MINIMUM,
             threads: 2,

@@ -22,6 +22,7 @@ mod rehash;
 mod service;
 mod tls;
 mod validate_client;
+mod watch;
 mod wire;
 
 /// The service binary this test crate was built with: only the crate that
