@@ -184,7 +184,10 @@ impl Hearing<'_> {
             Some(change) if change.replica == self.replica => {}
             Some(change) => {
                 self.announcers.heard(change.replica);
-                self.cache.forget(&change.client_id);
+                // A generation, say, changes no answer: cached ones stay.
+                if change.revalidates {
+                    self.cache.forget(&change.client_id);
+                }
                 if let Some(changes) = self.changes {
                     changes.changed(change);
                 }

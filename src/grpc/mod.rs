@@ -378,11 +378,3 @@ impl IntegrationService for IntegrationApi {
         .await
     }
 }
-
-/// The answer of an RPC the contract has and this version does not serve
-/// yet.
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is in the contract but not served by this version of the service yet"
-    ))
-}
