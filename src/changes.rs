@@ -75,7 +75,7 @@ pub enum Event {
         /// The integration after the change, read once it committed;
         /// `None` for a deletion, and for a change whose integration is
         /// gone by the time it is read (its deletion's event follows).
-        integration: Option<Integration>,
+        integration: Option<Box<Integration>>,
     },
 }
 
@@ -286,7 +286,9 @@ impl Dispatcher {
             Ok(found) => Event::Changed {
                 // Deleted since, and perhaps created again: not the
                 // integration this change was made to.
-                integration: found.filter(|found| found.client_id == change.client_id),
+                integration: found
+                    .filter(|found| found.client_id == change.client_id)
+                    .map(Box::new),
                 change,
             },
             Err(error) => {

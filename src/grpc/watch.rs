@@ -105,7 +105,7 @@ impl Open {
                     client_id: change.client_id.as_str().to_owned(),
                     integration: integration.as_ref().map(|integration| {
                         let domain = self.integrations.login_domain(integration).to_owned();
-                        responses::integration(integration.clone(), domain)
+                        responses::integration((**integration).clone(), domain)
                     }),
                     change_time: Some(Timestamp::from(std::time::SystemTime::from(change.at))),
                 }
