@@ -23,6 +23,7 @@ mod integrations;
 mod pages;
 pub mod schema;
 mod secrets;
+mod usage;
 
 use std::time::Duration;
 
