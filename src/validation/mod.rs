@@ -14,6 +14,9 @@
 //!    hash), so an unknown client and a wrong secret cannot be told apart by
 //!    their answer, their timing or their throttling.
 //!
+//! Every valid answer, a cache hit as much as a verify, is a use of its
+//! secret, handed to the [`UsageRecorder`] (which returns at once).
+//!
 //! Why a check failed ([`Rejection`]) is for the log only: the caller learns
 //! nothing but `valid: false`.
 
@@ -32,6 +35,7 @@ use crate::hashing::{Hasher, Precedence};
 use crate::rehash;
 use crate::store::{ActiveCredentials, Store};
 use crate::throttle::{Standing, ValidationThrottle};
+use crate::usage::UsageRecorder;
 
 /// A client ID and secret as a caller presented them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,18 +114,20 @@ pub struct Validator {
     /// its client they started in; see [`Validator::verify_once`].
     in_flight: SingleFlight<(Fingerprint, Epoch), Result<Validation, Error>>,
     default_domain: DomainName,
+    usage: UsageRecorder,
 }
 
 impl Validator {
     /// `cache` is shared with what invalidates it: activations
     /// (`crate::integrations`) and other replicas' notices
-    /// (`crate::invalidation`).
+    /// (`crate::invalidation`); `usage` is told of every use of a secret.
     pub fn new(
         store: Store,
         hasher: Hasher,
         cache: Arc<CredentialCache>,
         throttle: ValidationThrottle,
         default_domain: DomainName,
+        usage: UsageRecorder,
     ) -> Self {
         Self {
             store,
@@ -130,6 +136,7 @@ impl Validator {
             throttle,
             in_flight: SingleFlight::default(),
             default_domain,
+            usage,
         }
     }
 
@@ -145,7 +152,10 @@ impl Validator {
         };
         let fingerprint = self.cache.fingerprint(client_id, secret);
         match self.cache.lookup(client_id, &fingerprint) {
-            Lookup::Fresh(answer) => return Ok(Validation::Valid(answer)),
+            Lookup::Fresh(Verified { secret_id, answer }) => {
+                self.usage.used(secret_id);
+                return Ok(Validation::Valid(answer));
+            }
             Lookup::Stale { secret_id } => {
                 if let Some(valid) = self.confirm(client_id, fingerprint, secret_id).await? {
                     return Ok(valid);
@@ -268,7 +278,7 @@ impl Validator {
     }
 
     /// Remembers that `read` found the pair to be the client's `active`
-    /// secret, and answers it.
+    /// secret, records the use, and answers it.
     fn remember(
         &self,
         read: Read,
@@ -285,6 +295,7 @@ impl Validator {
             answer: answer.clone(),
         };
         self.cache.remember(read, fingerprint, verified);
+        self.usage.used(active.secret_id);
         Validation::Valid(answer)
     }
 }
@@ -300,18 +311,20 @@ mod tests {
     use super::*;
     use crate::audit::Attribution;
     use crate::config::{
-        CacheSettings, DatabaseSettings, HashingSettings, Priority, ThrottleSettings,
+        CacheSettings, DatabaseSettings, HashingSettings, Priority, ThrottleSettings, UsageSettings,
     };
     use crate::domain::HashParams;
     use crate::integrations::Integrations;
     use crate::throttle::ActivationThrottle;
+    use crate::usage::UsageWriter;
 
     /// The service's two halves over one store: the operations that make
-    /// secrets, and the check, sharing one cache.
+    /// secrets, and the check, sharing one cache; and what records uses.
     struct Service {
         integrations: Integrations,
         validator: Validator,
         cache: Arc<CredentialCache>,
+        _writer: UsageWriter,
     }
 
     impl Service {
@@ -397,6 +410,10 @@ mod tests {
         };
         let domain = DomainName::parse("centralauth.test").expect("a domain");
         let throttle = ValidationThrottle::new(&throttling, 2, hasher.verify_time());
+        let (usage, queue) = crate::usage::recorder(&UsageSettings {
+            interval: Duration::from_secs(60),
+            tracked_secrets: 100,
+        });
         Service {
             integrations: Integrations::new(
                 store.clone(),
@@ -406,7 +423,15 @@ mod tests {
                 domain.clone(),
                 Duration::from_secs(3600),
             ),
-            validator: Validator::new(store, hasher, Arc::clone(&cache), throttle, domain),
+            _writer: queue.write_to(store.clone()),
+            validator: Validator::new(
+                store,
+                hasher,
+                Arc::clone(&cache),
+                throttle,
+                domain,
+                usage,
+            ),
             cache,
         }
     }

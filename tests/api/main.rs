@@ -19,6 +19,7 @@ mod races;
 mod rehash;
 mod service;
 mod tls;
+mod usage;
 mod validate_client;
 mod wire;
 
