@@ -88,4 +88,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;
+pub mod usage;
 pub mod validation;

@@ -26,6 +26,7 @@ use crate::invalidation::{self, Subscription};
 use crate::proto::{self, integration_service_server::IntegrationServiceServer};
 use crate::store::Store;
 use crate::throttle::{ActivationThrottle, ValidationThrottle};
+use crate::usage::{self, UsageQueue};
 use crate::validation::{Validator, cache::CredentialCache};
 
 /// Why the service could not start.
@@ -87,6 +88,8 @@ pub struct Application {
     activations: Option<Subscription>,
     changes: ChangeFeed,
     dispatcher: Dispatcher,
+    /// Uses of secrets, written by a task `run_until_stopped` starts.
+    uses: UsageQueue,
     refusals: Refusals,
     routes: Routes,
     health: HealthReporter,
@@ -158,12 +161,14 @@ impl Application {
             settings.lifecycle.pending_secret_ttl,
             Arc::new(DnsVerifier::new(settings.lifecycle.dns_resolver).map_err(StartupError::Dns)?),
         );
+        let (usage, uses) = usage::recorder(&settings.usage);
         let validator = Validator::new(
             store.clone(),
             hasher,
             Arc::clone(&cache),
             throttle,
             settings.default_domain,
+            usage,
         );
         let refusals = Refusals::default();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -221,6 +226,7 @@ impl Application {
             activations,
             changes,
             dispatcher,
+            uses,
             refusals,
             routes,
             health,
@@ -244,7 +250,8 @@ impl Application {
     /// Serves the IntegrationService, health and reflection until `shutdown`
     /// resolves; then ends the change streams (which would never finish by
     /// themselves), reports NOT_SERVING, stops accepting calls, lets the
-    /// calls in flight finish, and closes the database pool.
+    /// calls in flight finish, writes the uses of secrets still queued
+    /// (for at most `USAGE_FLUSH_WITHIN`), and closes the database pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -254,6 +261,7 @@ impl Application {
         let probe =
             health::watch_database(self.store.clone(), reporter.clone(), self.health_interval);
         let sweeper = expiry::sweep(self.store.clone());
+        let usage_writer = self.uses.write_to(self.store.clone());
         let listener = self
             .activations
             .map(|subscription| subscription.follow(self.cache));
@@ -293,6 +301,7 @@ impl Application {
             .serve_with_incoming_shutdown(incoming, draining)
             .await;
 
+        usage_writer.finish(USAGE_FLUSH_WITHIN).await;
         if let Err(error) = self.store.close().await {
             tracing::warn!(%error, "closing the database pool");
         }
@@ -373,6 +382,11 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
         })?;
     Ok(config)
 }
+
+/// How long a stop waits for the uses of secrets still queued to be
+/// written: what a stop loses is at most the latest use of each secret,
+/// which its next use, on any replica, records again.
+const USAGE_FLUSH_WITHIN: Duration = Duration::from_secs(1);
 
 /// How often an idle connection is pinged, and how long the peer has to
 /// answer before the connection is closed.

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use super::{
     AccessSettings, CacheSettings, DEFAULT_SQLITE_URL, DatabaseSettings, HashingSettings,
-    LifecycleSettings, LogFormat, Priority, Settings, ThrottleSettings, TlsFiles,
+    LifecycleSettings, LogFormat, Priority, Settings, ThrottleSettings, TlsFiles, UsageSettings,
 };
 use crate::auth::{Token, Tokens};
 use crate::domain::{DomainName, HashParams};
@@ -379,6 +379,10 @@ impl ServeArgs {
                 activation_failures_per_minute: self.throttle_activation_failures_per_minute,
             },
             health_interval: Duration::from_secs(self.health_interval_secs.max(1)),
+            usage: UsageSettings {
+                interval: USAGE_RECORDED_EVERY,
+                tracked_secrets: self.cache_capacity,
+            },
         })
     }
 }
@@ -394,6 +398,10 @@ impl DatabaseArgs {
         }
     }
 }
+
+/// How often a secret's use is written, at most, per replica: what the
+/// contract promises of `Secret.last_use_time` ("at most once a minute").
+const USAGE_RECORDED_EVERY: Duration = Duration::from_secs(60);
 
 const fn nz(n: u32) -> NonZeroU32 {
     match NonZeroU32::new(n) {

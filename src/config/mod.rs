@@ -34,6 +34,19 @@ pub struct Settings {
     pub health_interval: Duration,
     pub access: AccessSettings,
     pub lifecycle: LifecycleSettings,
+    pub usage: UsageSettings,
+}
+
+/// How the uses of secrets are recorded (see `crate::usage`).
+#[derive(Debug, Clone)]
+pub struct UsageSettings {
+    /// A secret's use is written at most once per this interval per
+    /// replica (its first use at once): how old `Secret.last_use_time` may
+    /// be.
+    pub interval: Duration,
+    /// Secrets whose last recorded use is remembered, at most; a secret
+    /// forgotten early is only written again early.
+    pub tracked_secrets: u64,
 }
 
 /// How secrets and custom domains age and are proven (see

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, FromQueryResult, IdenStatic, JoinType,
-    QueryFilter, QuerySelect, RelationTrait, TransactionTrait, TryInsertResult,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, FromQueryResult, IdenStatic,
+    JoinType, Order, QueryFilter, QueryOrder, QuerySelect, RelationTrait, TransactionTrait,
+    TryInsertResult,
     sea_query::{Expr, IntoCondition},
 };
 use uuid::Uuid;
@@ -211,36 +212,133 @@ impl Store {
     }
 
     /// The organization, domain and active secret of `client_id`, in one
-    /// query: what a cache miss verifies against, and what confirms a
-    /// remembered verification. `None` when the client is unknown or has no
-    /// active secret: the gateway's answer is the same for both.
+    /// query: what confirms a remembered verification. `None` when the
+    /// client is unknown or has no active secret: the gateway's answer is
+    /// the same for both.
     pub async fn active_credentials(
         &self,
         client_id: &ClientId,
     ) -> Result<Option<ActiveCredentials>, Error> {
-        let row = secret::Entity::find()
+        Ok(self.lookup(client_id, None).await?.active)
+    }
+
+    /// What a cache miss of `client_id` verifies a value ending in `hint`
+    /// against, in one query: the client's active secret, and, when the
+    /// active secret's hint is not `hint` (or there is none), the most
+    /// recently retired secret of the client whose hint is. Both `None`
+    /// when the client is unknown.
+    pub async fn candidates(&self, client_id: &ClientId, hint: &str) -> Result<Candidates, Error> {
+        self.lookup(client_id, Some(hint)).await
+    }
+
+    /// The query of [`Store::active_credentials`] and, with a `hint`, of
+    /// [`Store::candidates`]: the active row first, then retired ones with
+    /// the hint, the most recently retired first; two rows at most.
+    async fn lookup(&self, client_id: &ClientId, hint: Option<&str>) -> Result<Candidates, Error> {
+        let active = secret::Column::State.eq(SecretState::Active);
+        let wanted = match hint {
+            None => Condition::all().add(active.clone()),
+            Some(hint) => Condition::any().add(active.clone()).add(
+                Condition::all()
+                    .add(
+                        secret::Column::State.is_in([SecretState::Revoked, SecretState::Discarded]),
+                    )
+                    .add(secret::Column::Hint.eq(hint)),
+            ),
+        };
+        let active_first: Expr = Expr::case(active, 0).finally(1).into();
+        let rows = secret::Entity::find()
             .join(JoinType::InnerJoin, secret::Relation::Integration.def())
             .filter(integration::Column::ClientId.eq(client_id.as_str()))
-            .filter(secret::Column::State.eq(SecretState::Active))
+            .filter(wanted)
             .select_only()
             .column(secret::Column::Id)
+            .column(secret::Column::State)
+            .column(secret::Column::Hint)
             .column(secret::Column::Hash)
             .column(integration::Column::OrganizationId)
             .column(integration::Column::CustomDomain)
             .column(integration::Column::DomainState)
-            .into_tuple::<(Uuid, String, String, Option<String>, Option<DomainState>)>()
-            .one(&self.db)
+            .order_by(active_first, Order::Asc)
+            .order_by(secret::Column::RevokedAt, Order::Desc)
+            .order_by(secret::Column::Id, Order::Desc)
+            .limit(2)
+            .into_tuple::<CandidateRow>()
+            .all(&self.db)
             .await?;
-        let Some((secret_id, hash, organization_id, custom_domain, domain_state)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(ActiveCredentials {
-            organization_id: stored_organization_id(organization_id)?,
-            verified_domain: custom_domain.filter(|_| domain_state == Some(DomainState::Verified)),
-            secret_id,
-            hash: stored_hash(hash)?,
-        }))
+        let mut candidates = Candidates::default();
+        let mut active_hint = None;
+        for (secret_id, state, stored_hint, hash, organization_id, custom_domain, domain_state) in
+            rows
+        {
+            if state == SecretState::Active {
+                candidates.active = Some(active_credentials(
+                    secret_id,
+                    hash,
+                    organization_id,
+                    custom_domain,
+                    domain_state,
+                )?);
+                active_hint = Some(stored_hint);
+            } else if candidates.retired.is_none() {
+                candidates.retired = Some(RetiredSecret {
+                    secret_id,
+                    hash: stored_hash(hash)?,
+                });
+            }
+        }
+        // A value with the active secret's hint can only be that secret's,
+        // if it is any of the client's: no retired one is worth its verify.
+        if active_hint.as_deref() == hint {
+            candidates.retired = None;
+        }
+        Ok(candidates)
     }
+}
+
+/// What a cache miss verifies against ([`Store::candidates`]).
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    pub active: Option<ActiveCredentials>,
+    /// The most recently retired secret whose hint the presented value
+    /// has, when the active secret's hint is another: the value can only be
+    /// that one's, if it is any of the client's.
+    pub retired: Option<RetiredSecret>,
+}
+
+/// A revoked or discarded secret, as a check of a value presented anyway
+/// needs it.
+#[derive(Debug, Clone)]
+pub struct RetiredSecret {
+    pub secret_id: Uuid,
+    pub hash: SecretHash,
+}
+
+/// One row of [`Store::candidates`]' query: the secret, then its
+/// integration.
+type CandidateRow = (
+    Uuid,
+    SecretState,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<DomainState>,
+);
+
+fn active_credentials(
+    secret_id: Uuid,
+    hash: String,
+    organization_id: String,
+    custom_domain: Option<String>,
+    domain_state: Option<DomainState>,
+) -> Result<ActiveCredentials, Error> {
+    Ok(ActiveCredentials {
+        organization_id: stored_organization_id(organization_id)?,
+        verified_domain: custom_domain.filter(|_| domain_state == Some(DomainState::Verified)),
+        secret_id,
+        hash: stored_hash(hash)?,
+    })
 }
 
 /// The metadata columns of a secret, in the order of [`SecretRow`].

@@ -23,6 +23,7 @@ mod integrations;
 mod pages;
 pub mod schema;
 mod secrets;
+mod usage;
 
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub use audit::AuditEvent;
 pub use changes::{Change, ChangeKind, INTEGRATION_CHANGED};
 pub use domains::{DomainUpdate, DomainVerification};
 pub use expiry::Expired;
-pub use integrations::{Created, Deleted};
+pub use integrations::{Candidates, Created, Deleted, RetiredSecret};
 pub use pages::{Cursor, Page, Paged};
 pub use secrets::{
     Activation, ActivationNotice, Generated, NewSecret, Revocation, SECRET_ACTIVATED,

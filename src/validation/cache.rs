@@ -115,8 +115,8 @@ pub struct Verified {
 /// What the cache knows of a client ID and secret.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// Trusted: valid, with this answer.
-    Fresh(ValidClient),
+    /// Trusted: valid, as the secret it names, with its answer.
+    Fresh(Verified),
     /// Verified once, but not trusted any more: valid if `secret_id` is
     /// still the client's active secret.
     Stale { secret_id: Uuid },
@@ -212,7 +212,7 @@ impl CredentialCache {
             && entry.mac.is(fingerprint)
         {
             return if self.trusts(client_id, entry.read_at) {
-                Lookup::Fresh(entry.verified.answer.clone())
+                Lookup::Fresh(entry.verified.clone())
             } else {
                 Lookup::Stale {
                     secret_id: entry.verified.secret_id,
@@ -404,8 +404,8 @@ mod tests {
         let verified = remember(&cache, &client_id, &secret);
         assert_eq!(
             lookup(&cache, &client_id, &secret),
-            Lookup::Fresh(verified.answer),
-            "a fresh hit, with the remembered answer"
+            Lookup::Fresh(verified),
+            "a fresh hit, with the remembered secret and answer"
         );
         let (other_client, other_secret) = pair();
         assert_eq!(lookup(&cache, &client_id, &other_secret), Lookup::Miss);

@@ -14,6 +14,17 @@
 //!    hash), so an unknown client and a wrong secret cannot be told apart by
 //!    their answer, their timing or their throttling.
 //!
+//! A value whose hint (last four characters) is not the active secret's but
+//! is a retired (revoked or discarded) secret's of the client is verified
+//! against the most recently retired of those instead of the active one:
+//! the same read, still one verify, the same throttling, the same answer.
+//! If it matches, an application still holds a secret the organization
+//! retired: that is recorded and logged ([`crate::usage`]), and answered
+//! `valid: false` all the same.
+//!
+//! Every valid answer, a cache hit as much as a verify, is a use of its
+//! secret, handed to the [`UsageRecorder`] (which returns at once).
+//!
 //! Why a check failed ([`Rejection`]) is for the log only: the caller learns
 //! nothing but `valid: false`.
 
@@ -30,8 +41,9 @@ use crate::domain::{ClientId, ClientSecret, DomainName, OrganizationId, login_do
 use crate::error::Error;
 use crate::hashing::{Hasher, Precedence};
 use crate::rehash;
-use crate::store::{ActiveCredentials, Store};
+use crate::store::{ActiveCredentials, Candidates, Store};
 use crate::throttle::{Standing, ValidationThrottle};
+use crate::usage::UsageRecorder;
 
 /// A client ID and secret as a caller presented them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +100,8 @@ pub enum Rejection {
     NoActiveSecret,
     /// The secret is not the client's active secret.
     WrongSecret,
+    /// The secret is one the client had, revoked or discarded since.
+    RetiredSecret,
 }
 
 impl Rejection {
@@ -96,6 +110,7 @@ impl Rejection {
             Self::Malformed => "malformed",
             Self::NoActiveSecret => "no_active_secret",
             Self::WrongSecret => "wrong_secret",
+            Self::RetiredSecret => "retired_secret",
         }
     }
 }
@@ -110,18 +125,20 @@ pub struct Validator {
     /// its client they started in; see [`Validator::verify_once`].
     in_flight: SingleFlight<(Fingerprint, Epoch), Result<Validation, Error>>,
     default_domain: DomainName,
+    usage: UsageRecorder,
 }
 
 impl Validator {
     /// `cache` is shared with what invalidates it: activations
     /// (`crate::integrations`) and other replicas' notices
-    /// (`crate::invalidation`).
+    /// (`crate::invalidation`); `usage` is told of every use of a secret.
     pub fn new(
         store: Store,
         hasher: Hasher,
         cache: Arc<CredentialCache>,
         throttle: ValidationThrottle,
         default_domain: DomainName,
+        usage: UsageRecorder,
     ) -> Self {
         Self {
             store,
@@ -130,6 +147,7 @@ impl Validator {
             throttle,
             in_flight: SingleFlight::default(),
             default_domain,
+            usage,
         }
     }
 
@@ -145,7 +163,10 @@ impl Validator {
         };
         let fingerprint = self.cache.fingerprint(client_id, secret);
         match self.cache.lookup(client_id, &fingerprint) {
-            Lookup::Fresh(answer) => return Ok(Validation::Valid(answer)),
+            Lookup::Fresh(Verified { secret_id, answer }) => {
+                self.usage.used(secret_id);
+                return Ok(Validation::Valid(answer));
+            }
             Lookup::Stale { secret_id } => {
                 if let Some(valid) = self.confirm(client_id, fingerprint, secret_id).await? {
                     return Ok(valid);
@@ -210,7 +231,9 @@ impl Validator {
         self.in_flight.run(key, verify, share).await
     }
 
-    /// The slow way: the throttle, one database read, one argon2 verify.
+    /// The slow way: the throttle, one database read, one argon2 verify, of
+    /// the active secret, a retired one with the value's hint (see the
+    /// module), or the decoy.
     async fn verify(
         &self,
         read: Read,
@@ -226,23 +249,44 @@ impl Validator {
             Standing::Doubtful | Standing::Unknown => Precedence::Normal,
         };
         let verified = async {
-            let Some(active) = self.store.active_credentials(client_id).await? else {
-                self.hasher.verify_decoy(secret.clone(), precedence).await?;
-                return Ok(None);
+            let Candidates { active, retired } =
+                self.store.candidates(client_id, secret.hint()).await?;
+            let (checked, hash) = match (active, retired) {
+                (active, Some(retired)) => (
+                    Checked::Retired {
+                        secret_id: retired.secret_id,
+                        active: active.is_some(),
+                    },
+                    retired.hash,
+                ),
+                (Some(active), None) => {
+                    let hash = active.hash.clone();
+                    (Checked::Active(active), hash)
+                }
+                (None, None) => {
+                    self.hasher.verify_decoy(secret.clone(), precedence).await?;
+                    return Ok((Checked::Decoy, false));
+                }
             };
-            let matches = self
-                .hasher
-                .verify(secret.clone(), active.hash.clone(), precedence)
-                .await?;
-            Ok::<_, Error>(Some((active, matches)))
+            let matches = self.hasher.verify(secret.clone(), hash, precedence).await?;
+            Ok::<_, Error>((checked, matches))
         };
         let active = match verified.await {
-            Ok(Some((active, true))) => {
+            Ok((Checked::Active(active), true)) => {
                 self.throttle.verified(admission);
                 active
             }
-            Ok(Some((_, false))) => return Ok(Validation::Invalid(Rejection::WrongSecret)),
-            Ok(None) => return Ok(Validation::Invalid(Rejection::NoActiveSecret)),
+            // Refused as any wrong value is: its throttle unit stays spent.
+            Ok((Checked::Retired { secret_id, .. }, true)) => {
+                self.usage.retired_used(secret_id, client_id);
+                return Ok(Validation::Invalid(Rejection::RetiredSecret));
+            }
+            Ok((Checked::Active(_) | Checked::Retired { active: true, .. }, false)) => {
+                return Ok(Validation::Invalid(Rejection::WrongSecret));
+            }
+            Ok((Checked::Decoy | Checked::Retired { active: false, .. }, _)) => {
+                return Ok(Validation::Invalid(Rejection::NoActiveSecret));
+            }
             Err(error) => {
                 self.throttle.unverified(admission);
                 return Err(error);
@@ -268,7 +312,7 @@ impl Validator {
     }
 
     /// Remembers that `read` found the pair to be the client's `active`
-    /// secret, and answers it.
+    /// secret, records the use, and answers it.
     fn remember(
         &self,
         read: Read,
@@ -285,8 +329,20 @@ impl Validator {
             answer: answer.clone(),
         };
         self.cache.remember(read, fingerprint, verified);
+        self.usage.used(active.secret_id);
         Validation::Valid(answer)
     }
+}
+
+/// What a cache miss verified the value against.
+enum Checked {
+    /// The client's active secret.
+    Active(ActiveCredentials),
+    /// A retired secret with the value's hint; `active` if the client has
+    /// an active secret too.
+    Retired { secret_id: Uuid, active: bool },
+    /// The decoy: the client is unknown.
+    Decoy,
 }
 
 /// Reads a confirmation may take before it gives up: each read that is not
@@ -300,18 +356,21 @@ mod tests {
     use super::*;
     use crate::audit::Attribution;
     use crate::config::{
-        CacheSettings, DatabaseSettings, HashingSettings, Priority, ThrottleSettings,
+        CacheSettings, DatabaseSettings, HashingSettings, Priority, ThrottleSettings, UsageSettings,
     };
     use crate::domain::HashParams;
     use crate::integrations::Integrations;
     use crate::throttle::ActivationThrottle;
+    use crate::usage::UsageWriter;
 
     /// The service's two halves over one store: the operations that make
-    /// secrets, and the check, sharing one cache.
+    /// secrets, and the check, sharing one cache; and what records uses.
     struct Service {
         integrations: Integrations,
         validator: Validator,
         cache: Arc<CredentialCache>,
+        usage: UsageRecorder,
+        _writer: UsageWriter,
     }
 
     impl Service {
@@ -397,6 +456,10 @@ mod tests {
         };
         let domain = DomainName::parse("centralauth.test").expect("a domain");
         let throttle = ValidationThrottle::new(&throttling, 2, hasher.verify_time());
+        let (usage, queue) = crate::usage::recorder(&UsageSettings {
+            interval: Duration::from_secs(60),
+            tracked_secrets: 100,
+        });
         Service {
             integrations: Integrations::new(
                 store.clone(),
@@ -410,8 +473,17 @@ mod tests {
                         .expect("a resolver"),
                 ),
             ),
-            validator: Validator::new(store, hasher, Arc::clone(&cache), throttle, domain),
+            _writer: queue.write_to(store.clone()),
+            validator: Validator::new(
+                store,
+                hasher,
+                Arc::clone(&cache),
+                throttle,
+                domain,
+                usage.clone(),
+            ),
             cache,
+            usage,
         }
     }
 
@@ -696,5 +768,166 @@ mod tests {
             tonic::Code::ResourceExhausted,
             "the right value needs a verify, which the spent budget refuses"
         );
+    }
+
+    /// Validates `secret` for `client_id` as the gateway presents it,
+    /// without the checksum check (a value made by
+    /// [`ClientSecret::with_hint_of`] has none).
+    async fn check(service: &Service, client_id: &ClientId, secret: &ClientSecret) -> Validation {
+        let credentials = Credentials::WellFormed {
+            client_id: client_id.clone(),
+            secret: secret.clone(),
+        };
+        service
+            .validator
+            .validate(&credentials, None)
+            .await
+            .expect("answered, not throttled")
+    }
+
+    #[tokio::test]
+    async fn a_retired_value_is_refused_as_retired_and_counted() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let service = service(&dir, 1_000).await;
+        let org = OrganizationId::parse("org-retired".into()).expect("valid");
+        let (client_id, revoked) = service.pending(&org).await;
+        service.activate(&org, &revoked).await;
+        let (discarded, _) = service
+            .integrations
+            .generate_secret(&org, &Attribution::system())
+            .await
+            .expect("generated");
+        let (active, _) = service
+            .integrations
+            .generate_secret(&org, &Attribution::system())
+            .await
+            .expect("generated");
+        service.activate(&org, &active).await;
+
+        for (what, value) in [("revoked", &revoked), ("discarded", &discarded)] {
+            assert_eq!(
+                check(&service, &client_id, value).await,
+                Validation::Invalid(Rejection::RetiredSecret),
+                "the {what} value"
+            );
+        }
+        assert_eq!(service.usage.counts().retired_seen, 2, "both are counted");
+        let wrong = ClientSecret::generate().expect("RNG");
+        assert_eq!(
+            check(&service, &client_id, &wrong).await,
+            Validation::Invalid(Rejection::WrongSecret),
+            "a value with another hint is checked against the active secret"
+        );
+        assert!(
+            matches!(
+                check(&service, &client_id, &active).await,
+                Validation::Valid(_)
+            ),
+            "the active value"
+        );
+        assert_eq!(service.usage.counts().retired_seen, 2, "nothing more");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_value_with_a_retired_secrets_hint_is_a_wrong_secret() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let service = service(&dir, 1_000).await;
+        let org = OrganizationId::parse("org-lookalike".into()).expect("valid");
+        let (client_id, revoked) = service.pending(&org).await;
+        service.activate(&org, &revoked).await;
+        let (active, _) = service
+            .integrations
+            .generate_secret(&org, &Attribution::system())
+            .await
+            .expect("generated");
+        service.activate(&org, &active).await;
+
+        let lookalike = ClientSecret::with_hint_of(&revoked);
+        assert_eq!(
+            check(&service, &client_id, &lookalike).await,
+            Validation::Invalid(Rejection::WrongSecret),
+            "verified against the retired secret, and wrong"
+        );
+        let active_lookalike = ClientSecret::with_hint_of(&active);
+        assert_eq!(
+            check(&service, &client_id, &active_lookalike).await,
+            Validation::Invalid(Rejection::WrongSecret),
+            "verified against the active secret, and wrong"
+        );
+        assert_eq!(service.usage.counts().retired_seen, 0, "no retired use");
+    }
+
+    #[tokio::test]
+    async fn a_retired_value_of_a_client_without_an_active_secret_is_still_seen() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let service = service(&dir, 1_000).await;
+        let org = OrganizationId::parse("org-none-active".into()).expect("valid");
+        let (client_id, discarded) = service.pending(&org).await;
+        service
+            .integrations
+            .generate_secret(&org, &Attribution::system())
+            .await
+            .expect("generated");
+        assert_eq!(
+            check(&service, &client_id, &discarded).await,
+            Validation::Invalid(Rejection::RetiredSecret),
+            "the discarded value, verified instead of the decoy"
+        );
+        let lookalike = ClientSecret::with_hint_of(&discarded);
+        assert_eq!(
+            check(&service, &client_id, &lookalike).await,
+            Validation::Invalid(Rejection::NoActiveSecret),
+            "a wrong value with its hint"
+        );
+        assert_eq!(
+            service.usage.counts().retired_seen,
+            1,
+            "the discarded value"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retired_value_spends_the_budget_a_wrong_one_spends() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // One failed cache miss per client.
+        let service = service(&dir, 1).await;
+        let mut clients = Vec::new();
+        for name in ["org-spent-retired", "org-spent-wrong"] {
+            let org = OrganizationId::parse(name.into()).expect("valid");
+            let (client_id, old) = service.pending(&org).await;
+            service.activate(&org, &old).await;
+            let (new, _) = service
+                .integrations
+                .generate_secret(&org, &Attribution::system())
+                .await
+                .expect("generated");
+            service.activate(&org, &new).await;
+            clients.push((client_id, old));
+        }
+        let (retired_client, retired) = &clients[0];
+        let (wrong_client, _) = &clients[1];
+        let wrong = ClientSecret::generate().expect("RNG");
+        for (what, client_id, value) in [
+            ("a retired value", retired_client, retired),
+            ("a wrong value", wrong_client, &wrong),
+        ] {
+            assert!(
+                matches!(
+                    check(&service, client_id, value).await,
+                    Validation::Invalid(_)
+                ),
+                "{what}: verified and refused"
+            );
+            let credentials = Credentials::WellFormed {
+                client_id: client_id.clone(),
+                secret: value.clone(),
+            };
+            let again = service.validator.validate(&credentials, None).await;
+            assert_eq!(
+                again.expect_err("the budget is spent").code(),
+                tonic::Code::ResourceExhausted,
+                "{what}: its unit stays spent"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, num::NonZeroU32, ops::Deref, sync::Arc, time::Duratio
 use integration_service::{
     config::{
         AccessSettings, CacheSettings, DatabaseSettings, HashingSettings, LifecycleSettings,
-        Priority, Settings, ThrottleSettings,
+        Priority, Settings, ThrottleSettings, UsageSettings,
     },
     domain::{DomainName, HashParams},
     startup::Application,
@@ -69,6 +69,10 @@ pub fn test_settings(database_url: &str) -> Settings {
             pending_secret_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             // Tests that verify domains point it at their own DNS server.
             dns_resolver: None,
+        },
+        usage: UsageSettings {
+            interval: Duration::from_secs(60),
+            tracked_secrets: 1_000,
         },
     }
 }

@@ -21,6 +21,7 @@ mod races;
 mod rehash;
 mod service;
 mod tls;
+mod usage;
 mod validate_client;
 mod watch;
 mod wire;
