@@ -57,10 +57,14 @@ impl Store {
     ) -> Result<DomainUpdate, Error> {
         let now = super::now();
         let txn = self.db.begin().await?;
-        let Some(current) = current_domain(&txn, organization).await? else {
+        // The lock first, so that on SQLite the transaction is a writer
+        // from its first statement (see the module of `store`); a change
+        // that changes nothing is rolled back, lock and all.
+        let Some(client_id) = lock_integration_of(&txn, organization, now).await? else {
             txn.rollback().await?;
             return Ok(DomainUpdate::NoIntegration);
         };
+        let current = current_domain(&txn, organization).await?.flatten();
         if current.as_ref().map(|domain| domain.name.as_str()) == name {
             txn.rollback().await?;
             let integration = load_integration(&self.db, organization)
@@ -68,12 +72,6 @@ impl Store {
                 .ok_or_else(|| Error::internal("the integration vanished"))?;
             return Ok(DomainUpdate::Unchanged(Box::new(integration)));
         }
-        let Some(client_id) = lock_integration_of(&txn, organization, now).await? else {
-            txn.rollback().await?;
-            return Ok(DomainUpdate::NoIntegration);
-        };
-        // Read again under the lock: a concurrent update may have won.
-        let current = current_domain(&txn, organization).await?.flatten();
         let was_verified = current
             .as_ref()
             .is_some_and(|domain| domain.state == DomainState::Verified);

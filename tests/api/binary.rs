@@ -94,7 +94,12 @@ on_every_backend! {
                 );
             }
         }
-        assert!(log.contains("wrong_secret"), "a failed validation says why");
+        // The discarded value is one the client had: it is named as such.
+        assert!(log.contains("retired_secret"), "a failed validation says why");
+        assert!(
+            log.contains("a retired secret was presented"),
+            "and a retired secret presented is a warning"
+        );
     }
 }
 
