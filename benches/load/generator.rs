@@ -129,6 +129,44 @@ impl Measured {
     }
 }
 
+impl Measured {
+    /// The figures of a phase measured outside the generator (the watch
+    /// phase's deliveries): `samples_ns` sorted, each one answer; `codes`
+    /// name what they were. The CPU columns are the caller's to fill.
+    pub fn of_samples(
+        name: &str,
+        streams: usize,
+        connections: usize,
+        seconds: f64,
+        samples_ns: Vec<u64>,
+        codes: BTreeMap<&'static str, u64>,
+    ) -> Self {
+        let requests = samples_ns.len() as u64;
+        Self {
+            name: name.to_owned(),
+            streams,
+            connections,
+            seconds,
+            requests,
+            throughput: requests as f64 / seconds,
+            goodput: requests as f64 / seconds,
+            p50_ms: percentile_ms(&samples_ns, 0.50),
+            p99_ms: percentile_ms(&samples_ns, 0.99),
+            max_ms: samples_ns.last().map_or(0.0, |&ns| ns as f64 / 1e6),
+            codes,
+            positive: requests,
+            first_positive_ms: None,
+            server_cpu_ms_per_request: None,
+            server_cpu_cores: None,
+            bench_cpu_cores: None,
+            other_cpu_cores: None,
+            steal_cpu_cores: None,
+            server_rss_mib: None,
+            note: None,
+        }
+    }
+}
+
 pub struct Generator<'a> {
     pub options: &'a Options,
     pub server: &'a mut ServerProcess,

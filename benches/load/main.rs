@@ -34,6 +34,9 @@
 //! - `lockout.rs`: the lockout phase: on a restarted server, an
 //!   application's right secret from its own address while another address
 //!   floods its client ID and the service.
+//! - `watch.rs`: the watch phase: change streams on the server while a
+//!   second replica rotates secrets; every delivery's delay, and what was
+//!   lost.
 //! - `report.rs`: the goals' rows and the report, as text and as JSON.
 //!
 //! The support crate, shared with the tests, drives the real binary: it
@@ -61,6 +64,7 @@ mod phases;
 mod report;
 mod seed;
 mod server;
+mod watch;
 
 use serde_json::json;
 

@@ -31,12 +31,13 @@ pub enum Phase {
     Attack,
     Scale,
     Lockout,
+    Watch,
 }
 
 /// A phase of `--phases`, spaces around it allowed (`warm, cold`).
 fn phase(text: &str) -> Result<Phase, String> {
     Phase::from_str(text.trim(), false)
-        .map_err(|_| "not one of warm, cold, attack, scale, lockout".to_owned())
+        .map_err(|_| "not one of warm, cold, attack, scale, lockout, watch".to_owned())
 }
 
 /// Integrations in the database for the two scale measurements.
@@ -113,11 +114,11 @@ pub struct Options {
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub cold_orgs: u64,
 
-    /// Which phases to run, any of warm,cold,attack,scale,lockout
+    /// Which phases to run, any of warm,cold,attack,scale,lockout,watch
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "warm,cold,attack,scale,lockout",
+        default_value = "warm,cold,attack,scale,lockout,watch",
         value_parser = phase,
         value_name = "LIST"
     )]
@@ -148,6 +149,25 @@ pub struct Options {
     /// Validations per second of the lockout's victim, from its own address
     #[arg(long, default_value_t = 100.0, value_name = "R")]
     pub victim_rate: f64,
+
+    /// Change streams the watch phase opens on the server
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    pub watch_streams: usize,
+
+    /// HTTP/2 connections the watch phase's streams share (the server
+    /// takes 256 streams per connection by default)
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub watch_connections: usize,
+
+    /// Secret rotations per second of the watch phase (each a generation
+    /// and an activation, two changes, two argon2 computations on the
+    /// replica that makes them)
+    #[arg(long, default_value_t = 10.0, value_name = "R")]
+    pub watch_rate: f64,
+
+    /// Organizations whose secrets the watch phase rotates, in turn
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub watch_orgs: usize,
 
     /// Also write the results as JSON
     #[arg(long, value_name = "PATH")]
@@ -193,6 +213,14 @@ impl Options {
             if !rate.is_finite() || rate <= 0.0 {
                 return Err("--flood-rate, --real-rate and --victim-rate must be positive".into());
             }
+        }
+        if self.watch_streams == 0 || self.watch_connections == 0 || self.watch_orgs == 0 {
+            return Err(
+                "--watch-streams, --watch-connections and --watch-orgs must be positive".into(),
+            );
+        }
+        if !self.watch_rate.is_finite() || self.watch_rate <= 0.0 {
+            return Err("--watch-rate must be positive".into());
         }
         if self.cold_orgs < 2 {
             return Err("--cold-orgs must be at least 2".into());

@@ -1,6 +1,7 @@
 //! One backend from start to end: a fresh database and server, the
 //! reference organization, then the phases in their order (warm, scale,
-//! cold, attack, lockout), each adding its figures and its goal rows.
+//! cold, attack, lockout, watch), each adding its figures and its goal
+//! rows.
 
 use std::sync::{
     Arc,
@@ -21,6 +22,7 @@ use crate::{
     report::{BackendReport, Check, Verdict},
     seed::{self, COLD, Reference, SCALE, Seeding},
     server::{self, Connection},
+    watch,
 };
 
 /// The prefix of the PostgreSQL database a run's server works on.
@@ -67,7 +69,8 @@ struct Findings {
 pub struct Bench<'a> {
     pub backend: Backend,
     pub options: &'a Options,
-    database_url: &'a str,
+    /// Where a second replica (the watch phase's) connects.
+    pub database_url: &'a str,
     pub connections: Vec<Connection>,
     pub reference: Reference,
     db: DatabaseConnection,
@@ -148,6 +151,12 @@ async fn run_phases(
     // On a server started for it, after everything else.
     if options.runs(Phase::Lockout) {
         let (phases, checks) = lockout::run(&mut bench).await?;
+        found.phases.extend(phases);
+        found.checks.extend(checks);
+    }
+    // Changes of its own, on organizations no other phase uses.
+    if options.runs(Phase::Watch) {
+        let (phases, checks) = watch::run(&mut bench).await?;
         found.phases.extend(phases);
         found.checks.extend(checks);
     }

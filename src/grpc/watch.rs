@@ -131,8 +131,8 @@ impl Drop for Tally {
             changes = self.changes,
             resyncs = self.resyncs,
             open_s = self.opened.elapsed().as_secs(),
-            "change stream ended: {}",
-            self.ended
+            reason = self.ended,
+            "change stream ended"
         );
     }
 }

@@ -116,6 +116,13 @@ on_every_backend! {
         assert_eq!(event.integration.as_ref(), Some(&revoked), "the integration as revoked");
         assert!(revoked.active_secret.is_none(), "no active secret is left");
 
+        let domain = app.update_domain(org, "login.life.example").await.expect("set");
+        let event = next_of(&mut stream, ChangeKind::Updated, "UpdateDomain").await;
+        assert_eq!(event.integration.as_ref(), Some(&domain), "the integration with its domain");
+        assert!(domain.custom_domain_status.is_some(), "the custom domain is set, unverified");
+        app.update_domain(org, "login.life.example").await.expect("the same domain again");
+        quiet(&mut stream, "setting the domain it already has").await;
+
         app.delete(org).await.expect("deleted");
         let event = next_of(&mut stream, ChangeKind::Deleted, "DeleteIntegration").await;
         assert_eq!(event.organization_id, org, "the organization");
