@@ -51,6 +51,10 @@
 //! - [`audit`]: what an audit event records, and the `x-actor` it names.
 //! - [`dns`]: TXT look-ups for VerifyDomain, never cached.
 //! - [`expiry`]: the sweeper that discards pending secrets past their time.
+//! - [`changes`]: the feed of every replica's committed changes that the
+//!   change streams (WatchIntegrations) read.
+//! - [`usage`]: when each secret was last used, or presented once retired,
+//!   written off the request path.
 //! - [`validation`]: the gateway's check, and its cache.
 //! - [`domain`]: organization and client ids, secrets and their hashes,
 //!   each parsed once and trusted after.
