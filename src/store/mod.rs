@@ -2,11 +2,14 @@
 //! secret state machine consistent across replicas.
 //!
 //! Every query that reads or changes an organization's data takes the
-//! [`OrganizationId`] it acts for. The two exceptions serve the gateway: its
-//! lookup by client ID, which is how it learns the organization, and the
-//! rehash of a secret it has just verified, by that secret's id (which
-//! changes the hash only of the same row, still active, still holding the
-//! hash that verified).
+//! [`OrganizationId`] it acts for. The exceptions serve the gateway and the
+//! service itself: the gateway's lookup by client ID, which is how it
+//! learns the organization; the rehash of a secret it has just verified, by
+//! that secret's id (which changes the hash only of the same row, still
+//! active, still holding the hash that verified); the record of when secrets
+//! were used, by their ids (`usage`); and the expiry sweep, which finds what
+//! is due across organizations and then discards each under its own
+//! organization's lock (`expiry`).
 //!
 //! Transactions that change secrets begin by touching the organization's
 //! `integrations` row. On PostgreSQL that takes the row lock, so concurrent
