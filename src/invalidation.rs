@@ -201,14 +201,17 @@ impl Hearing<'_> {
     fn activated(&mut self, payload: &str) {
         match ActivationNotice::parse(payload) {
             Some(notice) if notice.replica == self.replica => {}
+            // A replica of this version sends its change on the changes
+            // channel first, in the same transaction: heard already, and
+            // forgetting again would only overtake reads confirming the
+            // client's new secret.
+            Some(notice) if self.announcers.announces(notice.replica) => {}
             Some(notice) => {
                 match ClientId::parse(notice.client_id) {
                     Some(client_id) => self.cache.forget(&client_id),
                     None => self.cache.forget_all(),
                 }
-                if !self.announcers.announces(notice.replica) {
-                    self.streams_missed();
-                }
+                self.streams_missed();
             }
             None => self.missed(),
         }
