@@ -131,14 +131,12 @@ impl TryFrom<proto::ListSecretsRequest> for Listing {
     type Error = Error;
 
     fn try_from(request: proto::ListSecretsRequest) -> Result<Self, Error> {
-        let organization = organization(request.organization_id)?;
-        let page = page_token::page(
+        Self::parse(
             List::Secrets,
-            &organization,
+            request.organization_id,
             request.page_size,
             &request.page_token,
-        )?;
-        Ok(Self { organization, page })
+        )
     }
 }
 
@@ -146,13 +144,20 @@ impl TryFrom<proto::ListAuditEventsRequest> for Listing {
     type Error = Error;
 
     fn try_from(request: proto::ListAuditEventsRequest) -> Result<Self, Error> {
-        let organization = organization(request.organization_id)?;
-        let page = page_token::page(
+        Self::parse(
             List::AuditEvents,
-            &organization,
+            request.organization_id,
             request.page_size,
             &request.page_token,
-        )?;
+        )
+    }
+}
+
+impl Listing {
+    /// The organization, then the page of `list` its token continues.
+    fn parse(list: List, organization_id: String, size: i32, token: &str) -> Result<Self, Error> {
+        let organization = organization(organization_id)?;
+        let page = page_token::page(list, &organization, size, token)?;
         Ok(Self { organization, page })
     }
 }

@@ -1,12 +1,11 @@
 //! What a committed change announces, to this replica's change streams and
 //! caches at once and to every other replica through PostgreSQL.
 //!
-//! A transaction that changes an integration calls [`Store::announce`]
-//! before it commits: on PostgreSQL that queues a notification on
+//! A transaction that changes an integration ends with
+//! [`Store::commit_announcing`]: on PostgreSQL it queues a notification on
 //! [`INTEGRATION_CHANGED`], which PostgreSQL delivers to every listening
-//! replica when, and only if, the transaction commits. Once the commit
-//! returns, the store calls [`Store::published`] to tell this process's own
-//! subscribers (`crate::changes`). Replicas ignore their own notifications,
+//! replica when, and only if, the transaction commits; once the commit
+//! returns, it tells this process's own subscribers (`crate::changes`). Replicas ignore their own notifications,
 //! which they have already published.
 //!
 //! A change that may change what ValidateClient answers
@@ -141,12 +140,22 @@ impl Store {
         }
     }
 
-    /// Announces `change` to the other replicas when `txn` commits.
-    pub(super) async fn announce(
+    /// Commits `txn`, which made `change`: announced to the other replicas
+    /// by the commit itself, and to this process's subscribers once it has
+    /// committed.
+    pub(super) async fn commit_announcing(
         &self,
-        txn: &DatabaseTransaction,
-        change: &Change,
+        txn: DatabaseTransaction,
+        change: Change,
     ) -> Result<(), Error> {
+        self.announce(&txn, &change).await?;
+        txn.commit().await?;
+        self.published(change);
+        Ok(())
+    }
+
+    /// Announces `change` to the other replicas when `txn` commits.
+    async fn announce(&self, txn: &DatabaseTransaction, change: &Change) -> Result<(), Error> {
         if self.backend() != DbBackend::Postgres {
             return Ok(());
         }
@@ -162,7 +171,7 @@ impl Store {
     }
 
     /// Tells this process's subscribers of `change`, which has committed.
-    pub(super) fn published(&self, change: Change) {
+    fn published(&self, change: Change) {
         // No subscriber is no error.
         let _ = self.changes.send(change);
     }

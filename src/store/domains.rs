@@ -9,7 +9,7 @@ use sea_orm::{
 
 use super::audit::{Subject, record};
 use super::changes::ChangeKind;
-use super::integrations::load_integration;
+use super::integrations::{load_integration, locked_integration};
 use super::schema::integration;
 use super::secrets::lock_integration_of;
 use super::{CustomDomain, Integration, Store};
@@ -95,15 +95,11 @@ impl Store {
             now,
         )
         .await?;
-        let integration = load_integration(&txn, organization)
-            .await?
-            .ok_or_else(|| Error::internal("the locked integration vanished"))?;
+        let integration = locked_integration(&txn, organization).await?;
         let change = self
             .change(ChangeKind::Updated, organization, &client_id, now)
             .revalidating(was_verified);
-        self.announce(&txn, &change).await?;
-        txn.commit().await?;
-        self.published(change);
+        self.commit_announcing(txn, change).await?;
         Ok(DomainUpdate::Changed {
             integration: Box::new(integration),
             was_verified,
@@ -163,15 +159,11 @@ impl Store {
             now,
         )
         .await?;
-        let integration = load_integration(&txn, organization)
-            .await?
-            .ok_or_else(|| Error::internal("the locked integration vanished"))?;
+        let integration = locked_integration(&txn, organization).await?;
         let change = self
             .change(ChangeKind::Updated, organization, &client_id, now)
             .revalidating(true);
-        self.announce(&txn, &change).await?;
-        txn.commit().await?;
-        self.published(change);
+        self.commit_announcing(txn, change).await?;
         Ok(DomainVerification::Verified(Box::new(integration)))
     }
 }

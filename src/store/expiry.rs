@@ -99,9 +99,7 @@ impl Store {
         )
         .await?;
         let change = self.change(ChangeKind::Updated, organization, &client_id, now);
-        self.announce(&txn, &change).await?;
-        txn.commit().await?;
-        self.published(change);
+        self.commit_announcing(txn, change).await?;
         Ok(Some(client_id))
     }
 

@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, FromQueryResult, IdenStatic,
-    JoinType, Order, QueryFilter, QueryOrder, QuerySelect, RelationTrait, TransactionTrait,
-    TryInsertResult,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait,
+    FromQueryResult, IdenStatic, JoinType, Order, QueryFilter, QueryOrder, QuerySelect,
+    RelationTrait, TransactionTrait, TryInsertResult,
     sea_query::{Expr, IntoCondition},
 };
 use uuid::Uuid;
@@ -90,9 +90,7 @@ impl Store {
         )
         .await?;
         let change = self.change(ChangeKind::Created, organization, client_id, now);
-        self.announce(&txn, &change).await?;
-        txn.commit().await?;
-        self.published(change);
+        self.commit_announcing(txn, change).await?;
         Ok(Created::Created(Box::new(Integration {
             organization_id: organization.clone(),
             client_id: client_id.clone(),
@@ -141,9 +139,7 @@ impl Store {
         )
         .await?;
         let change = self.change(ChangeKind::Deleted, organization, &client_id, now);
-        self.announce(&txn, &change).await?;
-        txn.commit().await?;
-        self.published(change);
+        self.commit_announcing(txn, change).await?;
         Ok(Some(Deleted { client_id }))
     }
 
@@ -492,6 +488,17 @@ pub(super) async fn load_integration(
         }
     }
     Ok(Some(integration))
+}
+
+/// The integration a transaction holds the lock of, as it stands in that
+/// transaction: it cannot be missing.
+pub(super) async fn locked_integration(
+    txn: &DatabaseTransaction,
+    organization: &OrganizationId,
+) -> Result<Integration, Error> {
+    load_integration(txn, organization)
+        .await?
+        .ok_or_else(|| Error::internal("the locked integration vanished"))
 }
 
 /// A stored hash that is not argon2id at the required cost is corruption.

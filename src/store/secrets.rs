@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::audit::{Subject, record};
 use super::changes::ChangeKind;
-use super::integrations::load_integration;
+use super::integrations::{load_integration, locked_integration};
 use super::schema::{integration, secret};
 use super::{Integration, SecretMetadata, Store};
 use crate::audit::{Attribution, AuditAction};
@@ -178,9 +178,7 @@ impl Store {
         .await?;
 
         let change = self.change(ChangeKind::Updated, organization, &client_id, now);
-        self.announce(&txn, &change).await?;
-        txn.commit().await?;
-        self.published(change);
+        self.commit_announcing(txn, change).await?;
         Ok(Some(Generated {
             secret,
             discarded: discarded.map(|(id, _)| id),
@@ -231,9 +229,7 @@ impl Store {
                 )
                 .await?;
                 let change = self.change(ChangeKind::Updated, organization, &client_id, now);
-                self.announce(&txn, &change).await?;
-                txn.commit().await?;
-                self.published(change);
+                self.commit_announcing(txn, change).await?;
                 return Ok(Activation::Expired(expiry));
             }
             Some((SecretState::Pending, _)) => None,
@@ -276,17 +272,13 @@ impl Store {
         )
         .await?;
 
-        let integration = load_integration(&txn, organization)
-            .await?
-            .ok_or_else(|| Error::internal("the locked integration vanished"))?;
+        let integration = locked_integration(&txn, organization).await?;
         // Delivered to every replica's listener when, and only if, the
         // transaction commits (see crate::invalidation).
         let change = self
             .change(ChangeKind::Updated, organization, &client_id, now)
             .revalidating(true);
-        self.announce(&txn, &change).await?;
-        txn.commit().await?;
-        self.published(change);
+        self.commit_announcing(txn, change).await?;
         Ok(Activation::Activated {
             integration: Box::new(integration),
             revoked,
@@ -345,15 +337,11 @@ impl Store {
             now,
         )
         .await?;
-        let integration = load_integration(&txn, organization)
-            .await?
-            .ok_or_else(|| Error::internal("the locked integration vanished"))?;
+        let integration = locked_integration(&txn, organization).await?;
         let change = self
             .change(ChangeKind::Updated, organization, &client_id, now)
             .revalidating(was == SecretState::Active);
-        self.announce(&txn, &change).await?;
-        txn.commit().await?;
-        self.published(change);
+        self.commit_announcing(txn, change).await?;
         Ok(Revocation::Retired {
             integration: Box::new(integration),
             client_id,
