@@ -55,3 +55,65 @@ pub fn watch_database(store: Store, reporter: HealthReporter, every: Duration) -
         }
     })
 }
+
+/// Why `health-check` could not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("cannot reach {address}: {source}")]
+    Connect {
+        address: std::net::SocketAddr,
+        source: tonic::transport::Error,
+    },
+    #[error("{address} did not answer within {seconds} s")]
+    Timeout {
+        address: std::net::SocketAddr,
+        seconds: u64,
+    },
+    #[error("{address} refused the health check: {message}")]
+    Refused {
+        address: std::net::SocketAddr,
+        message: String,
+    },
+}
+
+/// Asks the health service at `check.address` (plain gRPC) for the status
+/// of `check.service`, and returns its name (`SERVING`, `NOT_SERVING`, …).
+/// An unspecified address means this machine's loopback.
+pub async fn check(check: &crate::config::HealthCheckSettings) -> Result<&'static str, CheckError> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut address = check.address;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = CheckError::Timeout {
+        address,
+        seconds: check.timeout.as_secs(),
+    };
+    let asked = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|source| CheckError::Connect { address, source })?
+            .connect()
+            .await
+            .map_err(|source| CheckError::Connect { address, source })?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: check.service.clone(),
+            })
+            .await
+            .map_err(|status| CheckError::Refused {
+                address,
+                message: status.message().to_owned(),
+            })
+    };
+    let answer = tokio::time::timeout(check.timeout, asked)
+        .await
+        .map_err(|_| timeout)??;
+    let status = tonic_health::pb::health_check_response::ServingStatus::try_from(
+        answer.into_inner().status,
+    )
+    .unwrap_or(tonic_health::pb::health_check_response::ServingStatus::Unknown);
+    Ok(status.as_str_name())
+}

@@ -11,10 +11,11 @@ use tracing::{error, info};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format());
+    telemetry::init(cli.telemetry().log_format);
     let outcome = match cli.action() {
         Ok(Action::Serve(settings)) => serve(settings).await,
         Ok(Action::Migrate(options)) => migrate(options).await,
+        Ok(Action::HealthCheck(check)) => health_check(check).await,
         Err(message) => Err(message),
     };
     match outcome {
@@ -43,6 +44,20 @@ async fn migrate(options: integration_service::config::DatabaseSettings) -> Resu
         .map_err(|e| format!("cannot apply database migrations: {e}"))?;
     info!("migrations applied");
     Ok(())
+}
+
+async fn health_check(
+    check: integration_service::config::HealthCheckSettings,
+) -> Result<(), String> {
+    let status = integration_service::health::check(&check)
+        .await
+        .map_err(|e| e.to_string())?;
+    info!(address = %check.address, service = %check.service, status, "health");
+    if status == "SERVING" {
+        Ok(())
+    } else {
+        Err(format!("{} is {status}", check.address))
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

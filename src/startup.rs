@@ -7,13 +7,15 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::util::MapResponseLayer;
+use tonic_web::GrpcWebLayer;
+use tower::util::{MapResponseLayer, option_layer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{info, warn};
 
 use crate::auth::{RequireRole, SHARED_METHODS, VALIDATOR_METHODS};
 use crate::changes::{ChangeFeed, Dispatcher};
 use crate::codec::corrected_status;
-use crate::config::{AccessSettings, DatabaseSettings, Settings, TlsFiles};
+use crate::config::{AccessSettings, DatabaseSettings, Settings, TlsFiles, WebSettings};
 use crate::dns::DnsVerifier;
 use crate::error::Error;
 use crate::expiry;
@@ -97,6 +99,7 @@ pub struct Application {
     tls: Option<ServerTlsConfig>,
     request_timeout: Duration,
     max_concurrent_streams: u32,
+    web: WebSettings,
 }
 
 /// Opens the database, creating the SQLite file's directory if needed.
@@ -234,6 +237,7 @@ impl Application {
             tls,
             request_timeout: settings.request_timeout,
             max_concurrent_streams: settings.max_concurrent_streams,
+            web: settings.web,
         })
     }
 
@@ -288,6 +292,7 @@ impl Application {
         // request timeout; one that goes silent altogether is dropped when
         // it stops answering pings.
         let mut server = Server::builder()
+            .accept_http1(self.web.grpc_web)
             .timeout(self.request_timeout)
             .max_concurrent_streams(self.max_concurrent_streams)
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -296,6 +301,8 @@ impl Application {
             server = server.tls_config(tls)?;
         }
         let served = server
+            .layer(option_layer(self.web.grpc_web.then(|| cors(&self.web))))
+            .layer(option_layer(self.web.grpc_web.then(GrpcWebLayer::new)))
             .layer(MapResponseLayer::new(corrected_status))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, draining)
@@ -308,6 +315,37 @@ impl Application {
         info!("stopped");
         served
     }
+}
+
+/// What browsers on the allowed origins may send and read: the headers of
+/// gRPC-Web calls, the bearer token and `x-actor`, and the status trailers
+/// the gRPC-Web layer turns into headers. An origin not in the list gets no
+/// CORS headers, so its page cannot read an answer.
+fn cors(web: &WebSettings) -> CorsLayer {
+    let origins = web
+        .cors_allow_origins
+        .iter()
+        .filter_map(|origin| http::HeaderValue::from_str(origin).ok());
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            http::HeaderName::from_static("x-grpc-web"),
+            http::HeaderName::from_static("x-user-agent"),
+            http::HeaderName::from_static("grpc-timeout"),
+            http::HeaderName::from_static("x-actor"),
+            http::HeaderName::from_static("x-request-id"),
+            http::HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([
+            http::HeaderName::from_static("grpc-status"),
+            http::HeaderName::from_static("grpc-message"),
+            http::HeaderName::from_static("grpc-status-details-bin"),
+            http::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Applies the access policy: without tokens, only loopback, unless told

@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use super::{
     AccessSettings, CacheSettings, DEFAULT_SQLITE_URL, DatabaseSettings, HashingSettings,
-    LifecycleSettings, LogFormat, Priority, Settings, ThrottleSettings, TlsFiles, UsageSettings,
+    HealthCheckSettings, LifecycleSettings, LogFormat, Priority, Settings, TelemetrySettings,
+    ThrottleSettings, TlsFiles, UsageSettings, WebSettings,
 };
 use crate::auth::{Token, Tokens};
 use crate::domain::{DomainName, HashParams};
@@ -37,6 +38,9 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations, then exit.
     Migrate(MigrateArgs),
+    /// Ask a running server's health service whether it is SERVING; exit 0
+    /// if it is, 1 otherwise (for a container's health check).
+    HealthCheck(HealthCheckArgs),
 }
 
 /// What the binary was asked to do.
@@ -45,6 +49,7 @@ enum Command {
 pub enum Action {
     Serve(Settings),
     Migrate(DatabaseSettings),
+    HealthCheck(HealthCheckSettings),
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +185,14 @@ struct ServeArgs {
     #[arg(long, env = "INTEGRATION_HEALTH_INTERVAL_SECS", default_value_t = 1)]
     health_interval_secs: u64,
 
+    /// Address and port to serve Prometheus metrics on (`GET /metrics`,
+    /// plain HTTP); off when unset.
+    #[arg(long, env = "INTEGRATION_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    web: WebArgs,
+
     #[command(flatten)]
     access: AccessArgs,
 
@@ -226,6 +239,93 @@ struct AccessArgs {
     tls_client_ca: Option<PathBuf>,
 }
 
+/// What browsers may do.
+#[derive(Debug, Args)]
+struct WebArgs {
+    /// Accept gRPC-Web (for a dashboard calling from the browser) besides
+    /// gRPC, over HTTP/1.1 as well as HTTP/2. Every call still needs its
+    /// token.
+    #[arg(long, env = "INTEGRATION_GRPC_WEB")]
+    grpc_web: bool,
+
+    /// An origin (`https://dashboard.example.com`) whose pages may call the
+    /// service from a browser; repeat the flag, or separate origins with
+    /// commas. None by default: no cross-origin call is allowed.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "INTEGRATION_CORS_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        requires = "grpc_web"
+    )]
+    cors_allow_origins: Vec<String>,
+}
+
+impl WebArgs {
+    fn settings(self) -> Result<WebSettings, String> {
+        let origins = self
+            .cors_allow_origins
+            .iter()
+            .map(|origin| origin.trim())
+            .filter(|origin| !origin.is_empty())
+            .map(parse_origin)
+            .collect::<Result<_, _>>()?;
+        Ok(WebSettings {
+            grpc_web: self.grpc_web,
+            cors_allow_origins: origins,
+        })
+    }
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn parse_origin(origin: &str) -> Result<String, String> {
+    let refuse = |why: &str| {
+        Err(format!(
+            "--cors-allow-origin {origin:?} {why}: give an origin as a browser sends it, \
+             such as https://dashboard.example.com or http://localhost:5173"
+        ))
+    };
+    if origin == "*" {
+        return refuse(
+            "would let every web page call the service with a token it holds; \
+             name each origin instead",
+        );
+    }
+    let Ok(url) = url::Url::parse(origin) else {
+        return refuse("is not a URL");
+    };
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return refuse("is not an http or https origin");
+    }
+    if url.path() != "/"
+        || origin.ends_with('/')
+        || url.query().is_some()
+        || !url.username().is_empty()
+    {
+        return refuse("has more than a scheme, a host and a port");
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+#[derive(Debug, Args)]
+struct HealthCheckArgs {
+    /// The server's gRPC address; 0.0.0.0 or [::] means this machine. Reads
+    /// the server's own INTEGRATION_LISTEN, so in the server's container
+    /// the default is right.
+    #[arg(long, env = "INTEGRATION_LISTEN", default_value = "127.0.0.1:50051")]
+    address: SocketAddr,
+
+    /// The service to ask about; empty for the server as a whole.
+    #[arg(long, default_value = "")]
+    service: String,
+
+    /// Seconds the check may take before it fails.
+    #[arg(long, default_value_t = 3)]
+    timeout_secs: u64,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
 /// Where tokens come from besides files: variables only.
 pub const ADMIN_TOKENS_VAR: &str = "INTEGRATION_ADMIN_TOKENS";
 pub const VALIDATOR_TOKENS_VAR: &str = "INTEGRATION_VALIDATOR_TOKENS";
@@ -266,15 +366,25 @@ struct LogArgs {
     /// (default "info,sqlx=warn").
     #[arg(long, env = "INTEGRATION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
+
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector
+    /// (`http://otel-collector:4317`) to export spans to; none when unset.
+    #[arg(long, env = "INTEGRATION_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<url::Url>,
 }
 
 impl Cli {
-    /// The log format chosen, whatever the subcommand.
-    pub fn log_format(&self) -> LogFormat {
-        match &self.command {
-            Some(Command::Serve(args)) => args.log.log_format,
-            Some(Command::Migrate(args)) => args.log.log_format,
-            None => self.serve.log.log_format,
+    /// How to log and trace, whatever the subcommand.
+    pub fn telemetry(&self) -> TelemetrySettings {
+        let log = match &self.command {
+            Some(Command::Serve(args)) => &args.log,
+            Some(Command::Migrate(args)) => &args.log,
+            Some(Command::HealthCheck(args)) => &args.log,
+            None => &self.serve.log,
+        };
+        TelemetrySettings {
+            log_format: log.log_format,
+            otlp_endpoint: log.otlp_endpoint.clone(),
         }
     }
 
@@ -289,6 +399,11 @@ impl Cli {
     pub fn action_with(self, var: impl Fn(&str) -> Option<String>) -> Result<Action, String> {
         match self.command {
             Some(Command::Migrate(args)) => Ok(Action::Migrate(args.database.settings())),
+            Some(Command::HealthCheck(args)) => Ok(Action::HealthCheck(HealthCheckSettings {
+                address: args.address,
+                service: args.service,
+                timeout: Duration::from_secs(args.timeout_secs.max(1)),
+            })),
             Some(Command::Serve(args)) => args.settings(&var).map(Action::Serve),
             None => self.serve.settings(&var).map(Action::Serve),
         }
@@ -383,6 +498,8 @@ impl ServeArgs {
                 interval: USAGE_RECORDED_EVERY,
                 tracked_secrets: self.cache_capacity,
             },
+            metrics_listen: self.metrics_listen,
+            web: self.web.settings()?,
         })
     }
 }
@@ -439,6 +556,7 @@ mod tests {
         match parse_with(args, vars)? {
             Action::Serve(settings) => Ok(settings),
             Action::Migrate(_) => Err("migrate".into()),
+            Action::HealthCheck(_) => Err("health-check".into()),
         }
     }
 

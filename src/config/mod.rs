@@ -35,6 +35,41 @@ pub struct Settings {
     pub access: AccessSettings,
     pub lifecycle: LifecycleSettings,
     pub usage: UsageSettings,
+    /// Where Prometheus metrics are served over plain HTTP (`GET
+    /// /metrics`); `None` turns the endpoint off (see `crate::metrics`).
+    pub metrics_listen: Option<SocketAddr>,
+    pub web: WebSettings,
+}
+
+/// What browsers may do (see `crate::startup`).
+#[derive(Debug, Clone, Default)]
+pub struct WebSettings {
+    /// Accept gRPC-Web (over HTTP/1.1 as well as HTTP/2) besides gRPC.
+    pub grpc_web: bool,
+    /// Origins (`scheme://host[:port]`) whose pages may call the service
+    /// from a browser; none means no cross-origin call is allowed.
+    pub cors_allow_origins: Vec<String>,
+}
+
+/// How the process reports what it does: log lines, and spans to an
+/// OpenTelemetry collector (see `crate::telemetry`).
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// The OTLP/gRPC endpoint spans are exported to; `None` exports none.
+    pub otlp_endpoint: Option<url::Url>,
+}
+
+/// What `health-check` asks, of which server.
+#[derive(Debug, Clone)]
+pub struct HealthCheckSettings {
+    /// The server's gRPC address; an unspecified address (`0.0.0.0`, `[::]`)
+    /// means this machine.
+    pub address: SocketAddr,
+    /// The service whose status is asked; empty for the server as a whole.
+    pub service: String,
+    /// How long the check may take before it counts as failed.
+    pub timeout: Duration,
 }
 
 /// How the uses of secrets are recorded (see `crate::usage`).

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, num::NonZeroU32, ops::Deref, sync::Arc, time::Duratio
 use integration_service::{
     config::{
         AccessSettings, CacheSettings, DatabaseSettings, HashingSettings, LifecycleSettings,
-        Priority, Settings, ThrottleSettings, UsageSettings,
+        Priority, Settings, ThrottleSettings, UsageSettings, WebSettings,
     },
     domain::{DomainName, HashParams},
     startup::Application,
@@ -74,6 +74,8 @@ pub fn test_settings(database_url: &str) -> Settings {
             interval: Duration::from_secs(60),
             tracked_secrets: 1_000,
         },
+        metrics_listen: None,
+        web: WebSettings::default(),
     }
 }
 
