@@ -148,6 +148,7 @@ impl ChangeFeed {
             closed: self.shared.closed.subscribe(),
             organization,
             greeted: false,
+            _open: crate::metrics::OpenStream::open(),
         }
     }
 
@@ -189,6 +190,8 @@ pub struct Watcher {
     closed: watch::Receiver<bool>,
     organization: Option<OrganizationId>,
     greeted: bool,
+    /// Counts the stream among those open while it lives.
+    _open: crate::metrics::OpenStream,
 }
 
 impl Watcher {

@@ -140,7 +140,12 @@ impl Hasher {
         })
     }
 
-    /// How long one argon2id computation took at start.
+    /// argon2id computations queued in both lanes and not yet started.
+    pub fn waiting(&self) -> usize {
+        self.gateway.waiting() + self.dashboard.waiting()
+    }
+
+    /// What one argon2id computation took at start.
     pub fn verify_time(&self) -> Duration {
         self.verify_time
     }
@@ -258,6 +263,12 @@ impl Pool {
         })
     }
 
+    /// Computations queued in this lane and not yet started.
+    fn waiting(&self) -> usize {
+        let waiting = self.queues.0.lock();
+        waiting.high.len() + waiting.normal.len()
+    }
+
     /// Refuses work beyond `most` waiting in one queue.
     fn limit_waiting(&self, most: usize) {
         self.queues.0.lock().most = most;
@@ -272,7 +283,9 @@ impl Pool {
     {
         let (done, result) = oneshot::channel();
         let span = tracing::Span::current();
+        let queued = Instant::now();
         let job: Job = Box::new(move |memory| {
+            crate::metrics::argon2_waited(queued.elapsed());
             // The caller gave up (timed out, or its client went away).
             if done.is_closed() {
                 return;

@@ -66,6 +66,7 @@
 //!   cache honest.
 //! - [`store`]: the tables, every query, the transactions.
 //! - [`health`]: the health service, following the database.
+//! - [`metrics`]: what is counted, and the Prometheus endpoint.
 //! - [`error`]: the error type and its one mapping to a gRPC status.
 //! - [`proto`]: the generated contract.
 
@@ -86,6 +87,7 @@ pub mod hashing;
 pub mod health;
 pub mod integrations;
 pub mod invalidation;
+pub mod metrics;
 pub mod proto;
 pub mod rehash;
 pub mod startup;

@@ -25,11 +25,13 @@ use crate::hashing::Hasher;
 use crate::health;
 use crate::integrations::Integrations;
 use crate::invalidation::{self, Subscription};
+use crate::metrics::{Sampled, requests::RequestMetricsLayer};
 use crate::proto::{self, integration_service_server::IntegrationServiceServer};
 use crate::store::Store;
 use crate::throttle::{ActivationThrottle, ValidationThrottle};
 use crate::usage::{self, UsageQueue};
 use crate::validation::{Validator, cache::CredentialCache};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,8 @@ pub struct Application {
     request_timeout: Duration,
     max_concurrent_streams: u32,
     web: WebSettings,
+    /// The metrics endpoint, bound, with what its gauges read.
+    metrics: Option<(TcpListener, PrometheusHandle, Sampled)>,
 }
 
 /// Opens the database, creating the SQLite file's directory if needed.
@@ -119,6 +123,11 @@ impl Application {
     /// port; [`Application::address`] tells which.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let tls = check_access(&settings.access, settings.listen)?;
+        // Bound first, so that a taken port stops the start at once.
+        let metrics_listener = match settings.metrics_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         let store = open_store(&settings.database).await?;
         if settings.migrate {
             store.migrate().await.map_err(StartupError::Migrate)?;
@@ -165,6 +174,26 @@ impl Application {
             Arc::new(DnsVerifier::new(settings.lifecycle.dns_resolver).map_err(StartupError::Dns)?),
         );
         let (usage, uses) = usage::recorder(&settings.usage);
+        let metrics = match metrics_listener {
+            Some(listener) => match crate::metrics::install() {
+                Some(handle) => Some((
+                    listener,
+                    handle,
+                    Sampled {
+                        cache: Arc::clone(&cache),
+                        hasher: hasher.clone(),
+                        store: store.clone(),
+                    },
+                )),
+                None => {
+                    warn!(
+                        "another metrics recorder is installed in this process; not serving metrics"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let validator = Validator::new(
             store.clone(),
             hasher,
@@ -210,17 +239,8 @@ impl Application {
             ))
         };
 
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    address: settings.listen,
-                    source,
-                })?;
-        let address = listener.local_addr().map_err(|source| StartupError::Bind {
-            address: settings.listen,
-            source,
-        })?;
+        let listener = bind(settings.listen).await?;
+        let address = local_address(&listener, settings.listen)?;
         Ok(Self {
             listener,
             address,
@@ -238,12 +258,20 @@ impl Application {
             request_timeout: settings.request_timeout,
             max_concurrent_streams: settings.max_concurrent_streams,
             web: settings.web,
+            metrics,
         })
     }
 
     /// The address the service listens on.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The address the metrics endpoint listens on, if it is on.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _, _)| listener.local_addr().ok())
     }
 
     /// The database the service uses.
@@ -272,6 +300,12 @@ impl Application {
         let dispatcher = self.dispatcher.spawn();
         let changes = self.changes;
         let report = report_refusals(self.refusals);
+        let metrics = self.metrics.map(|(listener, handle, sampled)| {
+            if let Ok(address) = listener.local_addr() {
+                info!(%address, "serving metrics at /metrics");
+            }
+            crate::metrics::endpoint::serve(listener, handle, sampled)
+        });
         let draining = async move {
             shutdown.await;
             info!("shutting down: refusing new calls, finishing those in flight");
@@ -280,6 +314,9 @@ impl Application {
             probe.abort();
             sweeper.abort();
             report.abort();
+            if let Some(metrics) = metrics {
+                metrics.abort();
+            }
             if let Some(listener) = listener {
                 listener.abort();
             }
@@ -303,6 +340,7 @@ impl Application {
         let served = server
             .layer(option_layer(self.web.grpc_web.then(|| cors(&self.web))))
             .layer(option_layer(self.web.grpc_web.then(GrpcWebLayer::new)))
+            .layer(RequestMetricsLayer)
             .layer(MapResponseLayer::new(corrected_status))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, draining)
@@ -315,6 +353,19 @@ impl Application {
         info!("stopped");
         served
     }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartupError::Bind { address, source })
+}
+
+fn local_address(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, StartupError> {
+    listener.local_addr().map_err(|source| StartupError::Bind {
+        address: asked,
+        source,
+    })
 }
 
 /// What browsers on the allowed origins may send and read: the headers of

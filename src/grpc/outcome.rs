@@ -137,6 +137,11 @@ impl CallLog {
         outcome: Outcome<'_>,
         started: Instant,
     ) {
+        match outcome {
+            Outcome::Rejected(rejection) => crate::metrics::validation(Some(rejection), None),
+            Outcome::Failed(error) => crate::metrics::validation(None, Some(error)),
+            Outcome::Validated | Outcome::Completed => crate::metrics::validation(None, None),
+        }
         self.emit("ValidateClient", check, organization_id, outcome, started);
     }
 

@@ -62,6 +62,14 @@ pub struct Store {
     changes: tokio::sync::broadcast::Sender<Change>,
 }
 
+/// How many connections the pool holds, in use and idle, and its bound.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConnections {
+    pub in_use: usize,
+    pub idle: usize,
+    pub max: u32,
+}
+
 /// Committed changes this process's subscribers may fall behind by before
 /// they are told they lagged.
 const LOCAL_CHANGES: usize = 4096;
@@ -198,6 +206,34 @@ impl Store {
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.db.ping().await
+    }
+
+    /// The connection pool's size, for the metrics.
+    pub fn pool_connections(&self) -> Option<PoolConnections> {
+        let of = |size: u32, idle: usize, max: u32| PoolConnections {
+            in_use: (size as usize).saturating_sub(idle),
+            idle,
+            max,
+        };
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                Some(of(
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                ))
+            }
+            DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                Some(of(
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// This process's id in the notifications it sends.

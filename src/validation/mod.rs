@@ -164,16 +164,18 @@ impl Validator {
         let fingerprint = self.cache.fingerprint(client_id, secret);
         match self.cache.lookup(client_id, &fingerprint) {
             Lookup::Fresh(Verified { secret_id, answer }) => {
+                crate::metrics::cache_hit();
                 self.usage.used(secret_id);
                 return Ok(Validation::Valid(answer));
             }
             Lookup::Stale { secret_id } => {
+                crate::metrics::cache_revalidation();
                 if let Some(valid) = self.confirm(client_id, fingerprint, secret_id).await? {
                     return Ok(valid);
                 }
                 self.cache.discard(client_id, &fingerprint);
             }
-            Lookup::Miss => {}
+            Lookup::Miss => crate::metrics::cache_miss(),
         }
         self.verify_once(client_id, secret, fingerprint, source)
             .await

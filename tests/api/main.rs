@@ -16,6 +16,7 @@ mod generate_secret;
 mod get_integration;
 mod lifecycle;
 mod lockout;
+mod metrics;
 mod model;
 mod races;
 mod rehash;
