@@ -581,6 +581,36 @@ mod tests {
     }
 
     #[test]
+    fn cors_origins_are_exact_origins_and_need_grpc_web() {
+        let settings = serve_settings(
+            &[
+                "--grpc-web",
+                "--cors-allow-origin",
+                "HTTPS://Dash.Example.com,http://localhost:5173",
+            ],
+            &[],
+        )
+        .expect("valid");
+        assert!(settings.web.grpc_web);
+        assert_eq!(
+            settings.web.cors_allow_origins,
+            ["https://dash.example.com", "http://localhost:5173"]
+        );
+        for origin in [
+            "*",
+            "https://dash.example.com/",
+            "https://a.example/path",
+            "ftp://a.example",
+            "dash",
+        ] {
+            let refused = serve_settings(&["--grpc-web", "--cors-allow-origin", origin], &[])
+                .expect_err(origin);
+            assert!(refused.contains("--cors-allow-origin"), "{refused}");
+        }
+        assert!(serve_settings(&["--cors-allow-origin", "http://localhost:5173"], &[]).is_err());
+    }
+
+    #[test]
     fn without_tokens_authentication_is_off() {
         let settings = serve_settings(&[], &[]).expect("valid");
         assert!(settings.access.tokens.is_empty());

@@ -25,6 +25,7 @@ mod tls;
 mod usage;
 mod validate_client;
 mod watch;
+mod web;
 mod wire;
 
 /// The service binary this test crate was built with: only the crate that
