@@ -67,6 +67,7 @@
 //! - [`store`]: the tables, every query, the transactions.
 //! - [`health`]: the health service, following the database.
 //! - [`metrics`]: what is counted, and the Prometheus endpoint.
+//! - [`request_id`]: every call's request id, in its log lines and its answer.
 //! - [`error`]: the error type and its one mapping to a gRPC status.
 //! - [`proto`]: the generated contract.
 
@@ -90,6 +91,7 @@ pub mod invalidation;
 pub mod metrics;
 pub mod proto;
 pub mod rehash;
+pub mod request_id;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

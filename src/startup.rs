@@ -27,6 +27,7 @@ use crate::integrations::Integrations;
 use crate::invalidation::{self, Subscription};
 use crate::metrics::{Sampled, requests::RequestMetricsLayer};
 use crate::proto::{self, integration_service_server::IntegrationServiceServer};
+use crate::request_id::RequestIdLayer;
 use crate::store::Store;
 use crate::throttle::{ActivationThrottle, ValidationThrottle};
 use crate::usage::{self, UsageQueue};
@@ -341,6 +342,7 @@ impl Application {
             .layer(option_layer(self.web.grpc_web.then(|| cors(&self.web))))
             .layer(option_layer(self.web.grpc_web.then(GrpcWebLayer::new)))
             .layer(RequestMetricsLayer)
+            .layer(RequestIdLayer)
             .layer(MapResponseLayer::new(corrected_status))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, draining)

@@ -39,7 +39,7 @@ const METHODS: [&str; 16] = [
 
 /// The label of a request path: the method's name after the last `/` for
 /// the methods served, `unknown` otherwise.
-fn method_label(path: &str) -> &'static str {
+pub(crate) fn method_label(path: &str) -> &'static str {
     METHODS
         .iter()
         .find(|method| **method == path)

@@ -20,6 +20,7 @@ mod metrics;
 mod model;
 mod races;
 mod rehash;
+mod request_id;
 mod service;
 mod tls;
 mod usage;
