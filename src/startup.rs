@@ -341,8 +341,8 @@ impl Application {
         let served = server
             .layer(option_layer(self.web.grpc_web.then(|| cors(&self.web))))
             .layer(option_layer(self.web.grpc_web.then(GrpcWebLayer::new)))
-            .layer(RequestMetricsLayer)
             .layer(RequestIdLayer)
+            .layer(RequestMetricsLayer)
             .layer(MapResponseLayer::new(corrected_status))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, draining)

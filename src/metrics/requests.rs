@@ -37,15 +37,23 @@ const METHODS: [&str; 16] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// The label of a request path: the method's name after the last `/` for
-/// the methods served, `unknown` otherwise.
-pub(crate) fn method_label(path: &str) -> &'static str {
-    METHODS
-        .iter()
-        .find(|method| **method == path)
-        .map_or("unknown", |method| {
-            method.rsplit_once('/').map_or(method, |(_, name)| name)
-        })
+/// A call's method as labels and logs name it: the name after the last `/`
+/// for the methods served, `unknown` otherwise. The request-id layer finds
+/// it once and leaves it in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Method(pub &'static str);
+
+impl Method {
+    pub fn of(path: &str) -> Self {
+        Self(
+            METHODS
+                .iter()
+                .find(|method| **method == path)
+                .map_or("unknown", |method| {
+                    method.rsplit_once('/').map_or(method, |(_, name)| name)
+                }),
+        )
+    }
 }
 
 /// The canonical name of a gRPC status code, as the spec writes it.
@@ -110,8 +118,12 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let method = match request.extensions().get::<Method>() {
+            Some(method) => *method,
+            None => Method::of(request.uri().path()),
+        };
         let call = Call {
-            method: method_label(request.uri().path()),
+            method: method.0,
             started: Instant::now(),
             done: false,
         };
@@ -191,6 +203,10 @@ impl http_body::Body for Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn method_label(path: &str) -> &'static str {
+        Method::of(path).0
+    }
 
     #[test]
     fn only_the_methods_served_are_labels() {
