@@ -11,13 +11,20 @@ use tracing::{error, info};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.telemetry().log_format);
+    let telemetry = match telemetry::init(&cli.telemetry()) {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            error!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match cli.action() {
         Ok(Action::Serve(settings)) => serve(settings).await,
         Ok(Action::Migrate(options)) => migrate(options).await,
         Ok(Action::HealthCheck(check)) => health_check(check).await,
         Err(message) => Err(message),
     };
+    telemetry.shutdown().await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -2,16 +2,23 @@
 //! usable one, a new UUID otherwise. Every log line of the call carries it
 //! (the call runs inside a `request` span with it and the method), and the
 //! response's metadata returns it, so a caller can quote it to an operator.
+//!
+//! While spans are exported (`--otlp-endpoint`), the `request` span is also
+//! the call's OpenTelemetry server span: named after the method, a child of
+//! the caller's `traceparent`, with the gRPC status it ended with.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
+use opentelemetry::trace::Status;
 use tonic::codegen::Service;
 use tower::Layer;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::requests::Method;
+use crate::telemetry;
 
 /// The header, in requests and responses.
 pub const HEADER: &str = "x-request-id";
@@ -82,17 +89,53 @@ where
         // Found once per call; the metrics layer inside reads it.
         let method = Method::of(request.uri().path());
         request.extensions_mut().insert(method);
-        let span = tracing::info_span!(
-            "request",
-            request_id = id.to_str().unwrap_or_default(),
-            method = method.0,
-        );
+        let request_id = id.to_str().unwrap_or_default();
+        let span = if telemetry::exporting() {
+            let span = tracing::info_span!(
+                "request",
+                request_id,
+                method = method.name(),
+                otel.name = method.full_name(),
+                otel.kind = "server",
+            );
+            // An invalid or absent traceparent leaves the span a root.
+            let _ = span.set_parent(telemetry::caller_context(request.headers()));
+            span.set_attribute("rpc.system", "grpc");
+            span.set_attribute("rpc.service", method.service());
+            span.set_attribute("rpc.method", method.name());
+            // The metrics layer ends it with the call's status.
+            request.extensions_mut().insert(RequestSpan(span.clone()));
+            span
+        } else {
+            tracing::info_span!("request", request_id, method = method.name())
+        };
         let answer = self.inner.call(request).instrument(span);
         Box::pin(async move {
             let mut response = answer.await?;
             response.headers_mut().insert(HEADER, id);
             Ok(response)
         })
+    }
+}
+
+/// A call's exported span, held until the call's status is known.
+#[derive(Debug, Clone)]
+pub struct RequestSpan(tracing::Span);
+
+impl RequestSpan {
+    /// Records the call's gRPC status and lets the span end. As
+    /// OpenTelemetry's conventions for a gRPC server have it, the codes that
+    /// mean the server failed mark the span as an error; a caller's mistake
+    /// (`NOT_FOUND`, `INVALID_ARGUMENT`, …) does not.
+    pub fn finish(self, code: tonic::Code, name: &'static str) {
+        use tonic::Code::*;
+        self.0.set_attribute("rpc.grpc.status_code", code as i64);
+        if matches!(
+            code,
+            Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+        ) {
+            self.0.set_status(Status::error(name));
+        }
     }
 }
 

@@ -391,6 +391,7 @@ fn cors(web: &WebSettings) -> CorsLayer {
             http::HeaderName::from_static("x-actor"),
             http::HeaderName::from_static("x-request-id"),
             http::HeaderName::from_static("traceparent"),
+            http::HeaderName::from_static("tracestate"),
         ])
         .expose_headers([
             http::HeaderName::from_static("grpc-status"),

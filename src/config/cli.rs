@@ -276,6 +276,22 @@ impl WebArgs {
     }
 }
 
+/// An OTLP/gRPC endpoint: `http` or `https`, a host, and a port or none.
+fn parse_otlp_endpoint(endpoint: &str) -> Result<url::Url, String> {
+    const EXAMPLE: &str = "give the collector's OTLP/gRPC address, \
+                           such as http://otel-collector:4317";
+    let url = url::Url::parse(endpoint).map_err(|e| format!("{e}: {EXAMPLE}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("it is not an http or https address: {EXAMPLE}"));
+    }
+    if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "it has more than a scheme, a host, a port and a path: {EXAMPLE}"
+        ));
+    }
+    Ok(url)
+}
+
 /// An origin as browsers send it: `scheme://host[:port]`, nothing after.
 fn parse_origin(origin: &str) -> Result<String, String> {
     let refuse = |why: &str| {
@@ -368,8 +384,9 @@ struct LogArgs {
     log_format: LogFormat,
 
     /// OTLP/gRPC endpoint of an OpenTelemetry collector
-    /// (`http://otel-collector:4317`) to export spans to; none when unset.
-    #[arg(long, env = "INTEGRATION_OTLP_ENDPOINT")]
+    /// (`http://otel-collector:4317`, or `https://` for TLS checked against
+    /// the system's roots) to export each call's span to; none when unset.
+    #[arg(long, env = "INTEGRATION_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
     otlp_endpoint: Option<url::Url>,
 }
 
@@ -578,6 +595,36 @@ mod tests {
         assert_eq!(settings.access.tokens.counts(), (2, 1));
         assert!(!settings.access.insecure_no_auth);
         assert!(settings.access.tls.is_none());
+    }
+
+    #[test]
+    fn an_otlp_endpoint_is_an_http_or_https_address() {
+        for good in [
+            "http://otel-collector:4317",
+            "https://collector.example.com",
+        ] {
+            let cli = Cli::try_parse_from(["integration-service", "--otlp-endpoint", good])
+                .expect("accepted");
+            let endpoint = cli.telemetry().otlp_endpoint.expect("set");
+            assert_eq!(
+                endpoint.host_str(),
+                url::Url::parse(good).unwrap().host_str()
+            );
+        }
+        for bad in [
+            "otel-collector:4317",
+            "grpc://otel:4317",
+            "http://user@otel:4317",
+            "4317",
+        ] {
+            let refused = Cli::try_parse_from(["integration-service", "--otlp-endpoint", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(refused.contains("--otlp-endpoint"), "{refused}");
+            assert!(refused.contains("http://otel-collector:4317"), "{refused}");
+        }
+        let unset = Cli::try_parse_from(["integration-service"]).expect("accepted");
+        assert!(unset.telemetry().otlp_endpoint.is_none());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tonic::codegen::Service;
 use tower::Layer;
 
 use super::{REQUEST_DURATION, REQUESTS};
+use crate::request_id::RequestSpan;
 
 /// Every method a label may name; any other path is `unknown`.
 const METHODS: [&str; 16] = [
@@ -37,11 +38,11 @@ const METHODS: [&str; 16] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// A call's method as labels and logs name it: the name after the last `/`
-/// for the methods served, `unknown` otherwise. The request-id layer finds
-/// it once and leaves it in the request's extensions.
+/// A call's method: its path for the methods served, `unknown` otherwise.
+/// The request-id layer finds it once and leaves it in the request's
+/// extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Method(pub &'static str);
+pub struct Method(&'static str);
 
 impl Method {
     pub fn of(path: &str) -> Self {
@@ -49,10 +50,27 @@ impl Method {
             METHODS
                 .iter()
                 .find(|method| **method == path)
-                .map_or("unknown", |method| {
-                    method.rsplit_once('/').map_or(method, |(_, name)| name)
-                }),
+                .map_or("unknown", |method| method),
         )
+    }
+
+    /// The name after the last `/` (`ValidateClient`), as labels and logs
+    /// name it; `unknown` for a path not served.
+    pub fn name(self) -> &'static str {
+        self.0.rsplit_once('/').map_or(self.0, |(_, name)| name)
+    }
+
+    /// The fully qualified name, `package.Service/Method`, as a span is
+    /// named; `unknown` for a path not served.
+    pub fn full_name(self) -> &'static str {
+        self.0.strip_prefix('/').unwrap_or(self.0)
+    }
+
+    /// The service's fully qualified name; `unknown` for a path not served.
+    pub fn service(self) -> &'static str {
+        self.full_name()
+            .split_once('/')
+            .map_or(self.0, |(service, _)| service)
     }
 }
 
@@ -117,15 +135,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let method = match request.extensions().get::<Method>() {
             Some(method) => *method,
             None => Method::of(request.uri().path()),
         };
         let call = Call {
-            method: method.0,
+            method: method.name(),
             started: Instant::now(),
             done: false,
+            span: request.extensions_mut().remove::<RequestSpan>(),
         };
         let answer = self.inner.call(request);
         Box::pin(async move {
@@ -145,6 +164,9 @@ struct Call {
     method: &'static str,
     started: Instant,
     done: bool,
+    /// The call's exported span, while spans are exported: it ends with
+    /// the status, which it records.
+    span: Option<RequestSpan>,
 }
 
 impl Call {
@@ -155,6 +177,9 @@ impl Call {
         counter!(REQUESTS, "method" => self.method, "code" => code_label(code)).increment(1);
         histogram!(REQUEST_DURATION, "method" => self.method)
             .record(self.started.elapsed().as_secs_f64());
+        if let Some(span) = self.span.take() {
+            span.finish(code, code_label(code));
+        }
     }
 }
 
@@ -205,7 +230,7 @@ mod tests {
     use super::*;
 
     fn method_label(path: &str) -> &'static str {
-        Method::of(path).0
+        Method::of(path).name()
     }
 
     #[test]
@@ -219,6 +244,24 @@ mod tests {
         assert_eq!(
             method_label("/centralauth.integration.v1.IntegrationService/Nope"),
             "unknown"
+        );
+    }
+
+    #[test]
+    fn spans_name_the_method_in_full() {
+        let method = Method::of("/centralauth.integration.v1.IntegrationService/ValidateClient");
+        assert_eq!(
+            method.full_name(),
+            "centralauth.integration.v1.IntegrationService/ValidateClient"
+        );
+        assert_eq!(
+            method.service(),
+            "centralauth.integration.v1.IntegrationService"
+        );
+        let unknown = Method::of("/attacker/chosen");
+        assert_eq!(
+            (unknown.full_name(), unknown.service(), unknown.name()),
+            ("unknown", "unknown", "unknown")
         );
     }
 

@@ -18,6 +18,7 @@ mod lifecycle;
 mod lockout;
 mod metrics;
 mod model;
+mod otlp;
 mod races;
 mod rehash;
 mod request_id;
