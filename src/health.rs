@@ -4,6 +4,12 @@
 //! whole server (`""`) and the IntegrationService SERVING or NOT_SERVING, so
 //! that a load balancer stops sending calls while the database is away and
 //! resumes as soon as it is back.
+//!
+//! [`LIVENESS`] is SERVING from the start until shutdown, whatever the
+//! database does: it is what a liveness probe asks, so that an outage of the
+//! database takes replicas out of rotation without restarting them (a
+//! restart would not bring the database back, and a replica cannot start
+//! without it).
 
 use std::time::Duration;
 
@@ -13,6 +19,10 @@ use tracing::{info, warn};
 
 use crate::proto::SERVICE_NAME;
 use crate::store::Store;
+
+/// The health service name a liveness probe asks: SERVING while the process
+/// serves, even while its database is away.
+pub const LIVENESS: &str = "liveness";
 
 /// Reports `status` for the whole server and for the IntegrationService.
 pub async fn report(reporter: &HealthReporter, status: ServingStatus) {

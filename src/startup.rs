@@ -291,6 +291,9 @@ impl Application {
     ) -> Result<(), tonic::transport::Error> {
         let reporter = self.health;
         health::report(&reporter, ServingStatus::Serving).await;
+        reporter
+            .set_service_status(health::LIVENESS, ServingStatus::Serving)
+            .await;
         let probe =
             health::watch_database(self.store.clone(), reporter.clone(), self.health_interval);
         let sweeper = expiry::sweep(self.store.clone());
@@ -322,6 +325,9 @@ impl Application {
                 listener.abort();
             }
             health::report(&reporter, ServingStatus::NotServing).await;
+            reporter
+                .set_service_status(health::LIVENESS, ServingStatus::NotServing)
+                .await;
         };
 
         info!(address = %self.address, "serving");

@@ -21,6 +21,7 @@ on_every_backend! {
     async fn health_reports_serving_for_the_server_and_the_service(app: TestApp) {
         assert_eq!(health(&app, "").await, ServingStatus::Serving, "the server");
         assert_eq!(health(&app, SERVICE).await, ServingStatus::Serving, "the service");
+        assert_eq!(health(&app, "liveness").await, ServingStatus::Serving, "liveness");
     }
 }
 
@@ -121,6 +122,11 @@ async fn while_the_database_is_away_calls_are_unavailable_and_health_says_so() {
         health(&app, SERVICE).await,
         ServingStatus::NotServing,
         "the service too"
+    );
+    assert_eq!(
+        health(&app, "liveness").await,
+        ServingStatus::Serving,
+        "alive all the same: a restart would not bring the database back"
     );
     let message = expect_code(app.get("org-outage").await, Code::Unavailable);
     assert!(
