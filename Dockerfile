@@ -28,12 +28,20 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # glibc and libgcc, nothing else: no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /integration-service /usr/local/bin/integration-service
-COPY --from=build --chown=nonroot:nonroot /data /data
+# 65532 is the base image's `nonroot` user, by number so that Kubernetes'
+# runAsNonRoot can check it.
+COPY --from=build --chown=65532:65532 /data /data
 ENV INTEGRATION_LISTEN=0.0.0.0:50051 \
     DATABASE_URL=sqlite:///data/integration-service.db?mode=rwc \
     INTEGRATION_LOG_FORMAT=json
 VOLUME /data
 EXPOSE 50051
-USER nonroot
+USER 65532:65532
+# Asks the server's own health service on INTEGRATION_LISTEN; Docker runs
+# it, Kubernetes uses its own probes instead. It speaks plain gRPC, so a
+# container serving TLS (INTEGRATION_TLS_CERT) reports unhealthy: run such
+# a container with --no-healthcheck.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/integration-service", "health-check"]
 ENTRYPOINT ["/usr/local/bin/integration-service"]
 CMD ["serve"]
