@@ -784,7 +784,7 @@ fn the_manifests_environment_migrates_serves_and_stops() {
         &["livenessProbe", "grpc", "service"],
     );
     assert!(
-        health_check(ports[&grpc], &liveness),
+        health_check(ports[&grpc], liveness),
         "what liveness asks is SERVING"
     );
     // The image's HEALTHCHECK, as Docker runs it in the server's
