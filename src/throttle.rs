@@ -334,6 +334,10 @@ impl ValidationThrottle {
     }
 }
 
+/// How the refusal of [`ActivationThrottle::admit`] begins, so that the log
+/// can tell it from a refusal for load.
+pub const ACTIVATION_BUDGET_SPENT: &str = "too many ActivateSecret attempts with a wrong value";
+
 /// The limit on ActivateSecret's verifies that fail, per organization.
 ///
 /// Only an attempt that costs a verify takes a unit, and one that verifies
@@ -374,11 +378,10 @@ impl ActivationThrottle {
         if self.failures.take(cell, self.clock.now()) {
             Ok(ActivationAttempt { cell })
         } else {
-            Err(Error::ResourceExhausted(
-                "too many ActivateSecret attempts with a wrong value for this organization; wait \
-                 a minute, then activate the value GenerateSecret returned"
-                    .into(),
-            ))
+            Err(Error::ResourceExhausted(format!(
+                "{ACTIVATION_BUDGET_SPENT} for this organization; wait a minute, then activate \
+                 the value GenerateSecret returned"
+            )))
         }
     }
 
@@ -589,8 +592,13 @@ mod tests {
     /// many flooders were admitted, the newcomers' standings, and whether
     /// the last was refused.
     fn overall_limit_scenario() -> (usize, Vec<Option<Standing>>, bool) {
-        // Sources of a burst of 4 are in good standing for 2 failures.
-        let throttle = throttle(100, 4, Some(20));
+        // Sources of a burst of 4 are in good standing for 2 failures. The
+        // table of budgets is large, so that no newcomer's address shares a
+        // cell with a flooder's (with 1,000 cells, one run in about 25 had
+        // a newcomer refused for a flooder's spent budget).
+        let mut large = settings(100, 4, Some(20));
+        large.tracked_clients = 1 << 20;
+        let throttle = ValidationThrottle::new(&large, 2, Duration::from_millis(40));
         let mut admitted = 0;
         for n in 0..40 {
             let flooder = ip(&format!("198.51.100.{}", n % 4));
@@ -681,5 +689,15 @@ mod tests {
             throttle.admit(&other).is_ok(),
             "another organization has its own budget"
         );
+    }
+
+    #[test]
+    fn the_default_budget_lets_exactly_ten_failures_through_at_once() {
+        let mut ten = settings(1, 1, None);
+        ten.activation_failures_per_minute = nz(10);
+        let throttle = ActivationThrottle::new(&ten);
+        let org = OrganizationId::parse("org-a".into()).expect("valid");
+        let admitted = (0..20).filter(|_| throttle.admit(&org).is_ok()).count();
+        assert_eq!(admitted, 10, "the budget is 10, not 11");
     }
 }
