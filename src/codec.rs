@@ -78,9 +78,11 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
 }
 
 /// Corrects the statuses tonic gives bad requests before any handler runs:
-/// "message too large" (`OUT_OF_RANGE`) becomes `RESOURCE_EXHAUSTED`, and a
-/// broken gRPC frame (`INTERNAL`) becomes `INVALID_ARGUMENT`. The server maps
-/// every response through it.
+/// "message too large" (`OUT_OF_RANGE`) becomes `RESOURCE_EXHAUSTED`, with a
+/// message naming the limit and the setting that raises it, and a broken
+/// gRPC frame (`INTERNAL`) becomes `INVALID_ARGUMENT`. The server maps every
+/// response through it, with its `--max-message-bytes` as `limit`; both
+/// refusals are logged like any refused call (within the call's span).
 ///
 /// tonic answers both as a trailers-only response whose status sits in the
 /// response headers. None of the services here answers `OUT_OF_RANGE` for
@@ -88,25 +90,61 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
 /// frame is told from this service's own `INTERNAL` (whose message is
 /// always "internal error; ...") by tonic's messages for it, which the wire
 /// tests pin: should a tonic upgrade reword them, those tests fail.
-pub fn corrected_status<B>(mut response: http::Response<B>) -> http::Response<B> {
+pub fn corrected_status<B>(mut response: http::Response<B>, limit: usize) -> http::Response<B> {
     let headers = response.headers_mut();
     let Some(status) = headers.get(GRPC_STATUS) else {
         return response;
     };
     if status == HeaderValue::from(Code::OutOfRange as i32) {
+        let found = headers
+            .get(GRPC_MESSAGE)
+            .and_then(|message| found_bytes(message.as_bytes()));
+        let message = too_large(found, limit);
+        tracing::info!(
+            code = ?Code::ResourceExhausted,
+            reason = %message,
+            "request refused"
+        );
         headers.insert(
             GRPC_STATUS,
             HeaderValue::from(Code::ResourceExhausted as i32),
         );
+        if let Ok(value) = HeaderValue::from_str(&message) {
+            headers.insert(GRPC_MESSAGE, value);
+        }
     } else if status == HeaderValue::from(Code::Internal as i32)
         && headers
             .get(GRPC_MESSAGE)
             .is_some_and(|message| is_broken_framing(message.as_bytes()))
     {
+        tracing::info!(
+            code = ?Code::InvalidArgument,
+            reason = BROKEN_FRAMING,
+            "request refused"
+        );
         headers.insert(GRPC_STATUS, HeaderValue::from(Code::InvalidArgument as i32));
         headers.insert(GRPC_MESSAGE, HeaderValue::from_static(BROKEN_FRAMING));
     }
     response
+}
+
+/// What a caller whose message was too large is told. Printable ASCII
+/// without `%`, so it is a `grpc-message` as it is.
+fn too_large(found: Option<u64>, limit: usize) -> String {
+    let size = found.map_or_else(String::new, |bytes| format!(" ({bytes} bytes)"));
+    format!(
+        "the request message{size} is larger than this server accepts, {limit} bytes; send a \
+         smaller one, or run the server with a larger --max-message-bytes \
+         (INTEGRATION_MAX_MESSAGE_BYTES)"
+    )
+}
+
+/// The size tonic found, from its (percent-encoded) message "... found N
+/// bytes, the limit is: M bytes".
+fn found_bytes(message: &[u8]) -> Option<u64> {
+    let message = percent_encoding::percent_decode(message).decode_utf8_lossy();
+    let (_, after) = message.split_once("found ")?;
+    after.split_whitespace().next()?.parse().ok()
 }
 
 /// Whether a (percent-encoded) `grpc-message` is one of tonic's complaints
@@ -139,12 +177,27 @@ mod tests {
     }
 
     #[test]
-    fn the_size_rejection_becomes_resource_exhausted() {
-        let response = corrected_status(answer(Code::OutOfRange, "too large"));
+    fn the_size_rejection_becomes_resource_exhausted_and_names_the_setting() {
+        let response = corrected_status(
+            answer(
+                Code::OutOfRange,
+                "Error, decoded message length too large: found 20000 bytes, the limit is: 16384 \
+                 bytes",
+            ),
+            16384,
+        );
         assert_eq!(
             code_of(&response),
             Some(&HeaderValue::from(Code::ResourceExhausted as i32))
         );
+        let told = response.headers().get(GRPC_MESSAGE).expect("a message");
+        let told = told.to_str().expect("ASCII");
+        assert!(told.contains("(20000 bytes)"), "{told}");
+        assert!(told.contains("16384 bytes"), "{told}");
+        assert!(told.contains("--max-message-bytes"), "{told}");
+        let unknown = corrected_status(answer(Code::OutOfRange, "too large"), 100);
+        let told = unknown.headers().get(GRPC_MESSAGE).expect("a message");
+        assert!(told.to_str().expect("ASCII").contains("accepts, 100 bytes"));
     }
 
     #[test]
@@ -154,7 +207,7 @@ mod tests {
             "protocol error: received message with invalid compression flag: 7 (valid flags are \
              0 and 1), while sending request",
         ] {
-            let response = corrected_status(answer(Code::Internal, message));
+            let response = corrected_status(answer(Code::Internal, message), 16384);
             assert_eq!(
                 code_of(&response),
                 Some(&HeaderValue::from(Code::InvalidArgument as i32)),
@@ -167,10 +220,13 @@ mod tests {
 
     #[test]
     fn the_services_own_internal_errors_stay_internal() {
-        let response = corrected_status(answer(
-            Code::Internal,
-            "internal error; the service logged the details",
-        ));
+        let response = corrected_status(
+            answer(
+                Code::Internal,
+                "internal error; the service logged the details",
+            ),
+            16384,
+        );
         assert_eq!(
             code_of(&response),
             Some(&HeaderValue::from(Code::Internal as i32))

@@ -244,8 +244,9 @@ impl Integrations {
         let no_match = |detail: &str| {
             Error::FailedPrecondition(format!(
                 "client_secret is neither the pending nor the active secret of organization \
-                 \"{organization}\"{detail}; generate a new secret and activate it with the \
-                 value GenerateSecret returned"
+                 \"{organization}\"{detail}; check the value and enter it again exactly as \
+                 GenerateSecret returned it (cas_ and 60 more characters); a pending secret \
+                 stays ready to activate until it expires or a newer one is generated"
             ))
         };
         let secret = match value {
@@ -270,9 +271,11 @@ impl Integrations {
                 }
                 // A concurrent activation of the same value won the race.
                 Activation::AlreadyActive => self.get(organization).await,
-                Activation::NoLongerPending(_) => Err(no_match(
-                    " (it was replaced by a newer secret before it could be activated)",
-                )),
+                Activation::NoLongerPending(_) => Err(Error::FailedPrecondition(format!(
+                    "the secret with this value was replaced by a newer pending secret of \
+                     organization \"{organization}\" before it could be activated; activate \
+                     the newer secret's value"
+                ))),
                 Activation::Expired(at) => Err(Error::FailedPrecondition(format!(
                     "the pending secret of organization \"{organization}\" expired at {} \
                      without being activated; generate a new secret and activate it within \

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use integration_service::{
     config::{Action, Cli},
-    startup::{Application, open_store},
+    startup::{self, Application, open_store},
     telemetry,
 };
 use tracing::{error, info};
@@ -45,11 +45,11 @@ async fn serve(settings: integration_service::config::Settings) -> Result<(), St
 
 async fn migrate(options: integration_service::config::DatabaseSettings) -> Result<(), String> {
     let store = open_store(&options).await.map_err(|e| e.to_string())?;
-    store
+    let applied = store
         .migrate()
         .await
-        .map_err(|e| format!("cannot apply database migrations: {e}"))?;
-    info!("migrations applied");
+        .map_err(|e| startup::migrate_error(&e).to_string())?;
+    startup::log_migrations(&applied);
     Ok(())
 }
 

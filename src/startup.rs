@@ -28,7 +28,7 @@ use crate::invalidation::{self, Subscription};
 use crate::metrics::{Sampled, requests::RequestMetricsLayer};
 use crate::proto::{self, integration_service_server::IntegrationServiceServer};
 use crate::request_id::RequestIdLayer;
-use crate::store::Store;
+use crate::store::{Schema, Store};
 use crate::throttle::{ActivationThrottle, ValidationThrottle};
 use crate::usage::{self, UsageQueue};
 use crate::validation::{Validator, cache::CredentialCache};
@@ -42,8 +42,25 @@ pub enum StartupError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "the directory {0} of the SQLite database does not exist: create it, or give a \
+         --database-url (DATABASE_URL) in a directory that does"
+    )]
+    NoDirectory(String),
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sea_orm::DbErr),
+    #[error(
+        "the database has no schema{0}: run `integration-service migrate` with the same \
+         --database-url first, or start without --no-migrate"
+    )]
+    SchemaBehind(String),
+    #[error(
+        "the database's schema is newer than this version of integration-service knows ({0}): \
+         run the version that migrated it, or a newer one"
+    )]
+    SchemaAhead(String),
+    #[error("cannot read the database's schema version: {0}")]
+    Schema(#[source] sea_orm::DbErr),
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[source] sea_orm::DbErr),
     #[error("{0}")]
@@ -102,14 +119,23 @@ pub struct Application {
     tls: Option<ServerTlsConfig>,
     request_timeout: Duration,
     max_concurrent_streams: u32,
+    /// The decode limit, named in the answer to a larger message.
+    max_message_bytes: usize,
     web: WebSettings,
     /// The metrics endpoint, bound, with what its gauges read.
     metrics: Option<(TcpListener, PrometheusHandle, Sampled)>,
 }
 
-/// Opens the database, creating the SQLite file's directory if needed.
+/// Opens the database. The default SQLite file's directory (`./data/`) is
+/// created if it does not exist; the directory of any other SQLite file must
+/// exist already, so that a mistyped path is refused rather than created.
 pub async fn open_store(options: &DatabaseSettings) -> Result<Store, StartupError> {
-    if let Some(dir) = options.sqlite_directory() {
+    if let Some(dir) = options.sqlite_directory()
+        && !dir.is_dir()
+    {
+        if options.url != crate::config::DEFAULT_SQLITE_URL {
+            return Err(StartupError::NoDirectory(dir.display().to_string()));
+        }
         std::fs::create_dir_all(&dir).map_err(|source| StartupError::DataDirectory {
             path: dir.display().to_string(),
             source,
@@ -124,14 +150,23 @@ impl Application {
     /// port; [`Application::address`] tells which.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let tls = check_access(&settings.access, settings.listen)?;
-        // Bound first, so that a taken port stops the start at once.
+        // Bound first, so that a taken port stops the start at once, before
+        // the database is created or migrated and argon2 is timed.
+        let listener = bind(settings.listen).await?;
+        let address = local_address(&listener, settings.listen)?;
         let metrics_listener = match settings.metrics_listen {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
         let store = open_store(&settings.database).await?;
         if settings.migrate {
-            store.migrate().await.map_err(StartupError::Migrate)?;
+            let applied = store
+                .migrate()
+                .await
+                .map_err(|error| migrate_error(&error))?;
+            log_migrations(&applied);
+        } else {
+            check_schema(&store).await?;
         }
         // Pending secrets generated before they could expire get their
         // expiry now, counted from their creation.
@@ -240,8 +275,6 @@ impl Application {
             ))
         };
 
-        let listener = bind(settings.listen).await?;
-        let address = local_address(&listener, settings.listen)?;
         Ok(Self {
             listener,
             address,
@@ -257,6 +290,7 @@ impl Application {
             health_interval: settings.health_interval,
             tls,
             request_timeout: settings.request_timeout,
+            max_message_bytes: settings.max_message_bytes,
             max_concurrent_streams: settings.max_concurrent_streams,
             web: settings.web,
             metrics,
@@ -344,12 +378,15 @@ impl Application {
         if let Some(tls) = self.tls {
             server = server.tls_config(tls)?;
         }
+        let max_message_bytes = self.max_message_bytes;
         let served = server
             .layer(option_layer(self.web.grpc_web.then(|| cors(&self.web))))
             .layer(option_layer(self.web.grpc_web.then(GrpcWebLayer::new)))
             .layer(RequestIdLayer)
             .layer(RequestMetricsLayer)
-            .layer(MapResponseLayer::new(corrected_status))
+            .layer(MapResponseLayer::new(move |response| {
+                corrected_status(response, max_message_bytes)
+            }))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, draining)
             .await;
@@ -360,6 +397,39 @@ impl Application {
         }
         info!("stopped");
         served
+    }
+}
+
+/// Refuses a database whose schema is not the one this binary knows (with
+/// `--no-migrate`): it would answer every call INTERNAL.
+async fn check_schema(store: &Store) -> Result<(), StartupError> {
+    match store.schema().await.map_err(StartupError::Schema)? {
+        Schema::Current => Ok(()),
+        Schema::Empty => Err(StartupError::SchemaBehind(String::new())),
+        Schema::Behind { pending } => Err(StartupError::SchemaBehind(format!(
+            " this version needs ({pending} migrations are not applied)"
+        ))),
+        Schema::Ahead(which) => Err(StartupError::SchemaAhead(which)),
+    }
+}
+
+/// A failed migration; a database a newer version migrated says so.
+pub fn migrate_error(error: &sea_orm::DbErr) -> StartupError {
+    match error {
+        sea_orm::DbErr::Custom(message) if message.contains("is missing") => {
+            StartupError::SchemaAhead(message.clone())
+        }
+        _ => StartupError::Migrate(error.clone()),
+    }
+}
+
+/// Says what a migration did: which migrations it applied, or that there
+/// was nothing to do.
+pub fn log_migrations(applied: &[String]) {
+    if applied.is_empty() {
+        info!("the database schema is up to date; no migration to apply");
+    } else {
+        info!(count = applied.len(), migrations = ?applied, "migrations applied");
     }
 }
 
@@ -508,14 +578,24 @@ fn report_refusals(refusals: Refusals) -> tokio::task::JoinHandle<()> {
         let seconds = REFUSALS_REPORTED_EVERY.as_secs();
         loop {
             ticks.tick().await;
-            let (saturated, malformed) = refusals.take();
-            if saturated > 0 {
+            let taken = refusals.take();
+            if taken.saturated > 0 {
                 tracing::warn!(
-                    refused = saturated,
+                    refused = taken.saturated,
                     seconds,
-                    "calls refused under load (throttled, or argon2 saturated)"
+                    "calls refused by the throttles of failed validations or a saturated argon2 \
+                     (RESOURCE_EXHAUSTED; see the --throttle-* and --argon2-queue settings)"
                 );
             }
+            if taken.activations > 0 {
+                tracing::warn!(
+                    refused = taken.activations,
+                    seconds,
+                    "ActivateSecret calls refused by their organization's budget of wrong values \
+                     (--throttle-activation-failures-per-minute)"
+                );
+            }
+            let malformed = taken.malformed;
             if malformed > 0 {
                 tracing::info!(
                     validations = malformed,

@@ -3,6 +3,7 @@
 //! each call's `request` span to an OpenTelemetry collector over OTLP/gRPC,
 //! as a child of the caller's W3C `traceparent` when it sends one.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::Extractor;
@@ -19,8 +20,8 @@ use crate::config::{LogFormat, TelemetrySettings};
 
 /// What is logged when `RUST_LOG` is unset: the service's events, and only
 /// warnings from the database driver, whose statements at INFO would drown
-/// them.
-pub const DEFAULT_FILTER: &str = "info,sqlx=warn";
+/// them, and from the migrator, whose steps the service logs itself.
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn,sea_orm_migration=warn";
 
 /// The `service.name` of exported spans unless `OTEL_SERVICE_NAME` says
 /// otherwise.
@@ -69,7 +70,13 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let logs = match settings.log_format {
-        LogFormat::Plain => fmt::layer().with_target(false).boxed(),
+        LogFormat::Plain => fmt::layer()
+            .with_target(false)
+            .with_ansi(colour(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .boxed(),
         LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
@@ -105,6 +112,13 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
         tracing::info!(%endpoint, "exporting spans over OTLP");
     }
     Ok(Telemetry { tracer })
+}
+
+/// Whether plain log lines are coloured: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (<https://no-color.org>),
+/// so that a file or a pipe gets no escape codes.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 fn tracer_provider(endpoint: &url::Url) -> Result<SdkTracerProvider, String> {
@@ -151,5 +165,18 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(std::ffi::OsStr::new(""))));
+        assert!(!colour(true, Some(std::ffi::OsStr::new("1"))));
+        assert!(!colour(false, None), "a file or a pipe");
     }
 }

@@ -6,6 +6,8 @@
 //! replicas. Migrations are append-only: once released, a migration is never
 //! edited, only followed by a new one.
 
+/// Whether a migration has been applied, as the service checks its schema.
+pub use sea_orm_migration::MigrationStatus;
 pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_create_integrations_and_secrets;

@@ -54,8 +54,9 @@ pub enum Action {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address and port to serve gRPC on.
-    #[arg(long, env = "INTEGRATION_LISTEN", default_value = "127.0.0.1:50051")]
+    /// IP address and port to serve gRPC on (127.0.0.1:50051, [::1]:50051,
+    /// 0.0.0.0:50051; localhost:50051 is 127.0.0.1:50051).
+    #[arg(long, env = "INTEGRATION_LISTEN", default_value = "127.0.0.1:50051", value_parser = parse_address)]
     listen: SocketAddr,
 
     /// Login domain of organizations without a custom domain.
@@ -185,9 +186,9 @@ struct ServeArgs {
     #[arg(long, env = "INTEGRATION_HEALTH_INTERVAL_SECS", default_value_t = 1)]
     health_interval_secs: u64,
 
-    /// Address and port to serve Prometheus metrics on (`GET /metrics`,
+    /// IP address and port to serve Prometheus metrics on (`GET /metrics`,
     /// plain HTTP); off when unset.
-    #[arg(long, env = "INTEGRATION_METRICS_LISTEN")]
+    #[arg(long, env = "INTEGRATION_METRICS_LISTEN", value_parser = parse_address)]
     metrics_listen: Option<SocketAddr>,
 
     #[command(flatten)]
@@ -276,6 +277,25 @@ impl WebArgs {
     }
 }
 
+/// An IP address and a port to listen on or call; `localhost:PORT` is the
+/// IPv4 loopback (a name is not looked up: what a server binds must not
+/// depend on DNS).
+fn parse_address(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(parsed) = address.parse() {
+        return Ok(parsed);
+    }
+    if let Some(port) = address.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(
+        "give an IP address and a port, such as 127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051 \
+         or localhost:50051"
+            .to_owned(),
+    )
+}
+
 /// An OTLP/gRPC endpoint: `http` or `https`, a host, and a port or none.
 fn parse_otlp_endpoint(endpoint: &str) -> Result<url::Url, String> {
     const EXAMPLE: &str = "give the collector's OTLP/gRPC address, \
@@ -327,7 +347,7 @@ struct HealthCheckArgs {
     /// The server's gRPC address; 0.0.0.0 or [::] means this machine. Reads
     /// the server's own INTEGRATION_LISTEN, so in the server's container
     /// the default is right.
-    #[arg(long, env = "INTEGRATION_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "INTEGRATION_LISTEN", default_value = "127.0.0.1:50051", value_parser = parse_address)]
     address: SocketAddr,
 
     /// The service to ask about; empty for the server as a whole.
@@ -595,6 +615,24 @@ mod tests {
         assert_eq!(settings.access.tokens.counts(), (2, 1));
         assert!(!settings.access.insecure_no_auth);
         assert!(settings.access.tls.is_none());
+    }
+
+    #[test]
+    fn addresses_are_ip_and_port_or_localhost() {
+        let listen = |value: &str| match serve_settings(&["--listen", value], &[]) {
+            Ok(settings) => Ok(settings.listen),
+            Err(message) => Err(message),
+        };
+        assert_eq!(
+            listen("localhost:6000"),
+            Ok("127.0.0.1:6000".parse().unwrap())
+        );
+        assert_eq!(listen("[::1]:6000"), Ok("[::1]:6000".parse().unwrap()));
+        for bad in ["localhost", "example.com:6000", "localhost:99999", "6000"] {
+            let refused = listen(bad).expect_err(bad);
+            assert!(refused.contains("--listen"), "{refused}");
+            assert!(refused.contains("127.0.0.1:50051"), "{refused}");
+        }
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl Outcome<'_> {
 #[derive(Debug, Clone, Default)]
 pub struct Refusals {
     saturated: Arc<AtomicU64>,
+    activations: Arc<AtomicU64>,
     malformed: Arc<AtomicU64>,
     auth: RefusalLog,
 }
@@ -75,24 +76,44 @@ impl Refusals {
         &self.auth
     }
 
-    /// The numbers of refusals since the last call: calls refused because
-    /// the service was saturated (throttled, or argon2's queue full or too
-    /// slow), and checks of malformed credentials.
-    pub fn take(&self) -> (u64, u64) {
-        (
-            self.saturated.swap(0, Ordering::Relaxed),
-            self.malformed.swap(0, Ordering::Relaxed),
-        )
+    /// The numbers of refusals since the last call.
+    pub fn take(&self) -> Taken {
+        Taken {
+            saturated: self.saturated.swap(0, Ordering::Relaxed),
+            activations: self.activations.swap(0, Ordering::Relaxed),
+            malformed: self.malformed.swap(0, Ordering::Relaxed),
+        }
     }
 
-    fn count(&self, outcome: Outcome<'_>) {
+    fn count(&self, rpc: &str, outcome: Outcome<'_>) {
         let counter = match outcome {
+            // ActivateSecret's only RESOURCE_EXHAUSTED: the organization's
+            // budget of wrong values, which says nothing about load.
+            Outcome::Failed(Error::ResourceExhausted(message))
+                if rpc == "ActivateSecret"
+                    && message.starts_with(crate::throttle::ACTIVATION_BUDGET_SPENT) =>
+            {
+                &self.activations
+            }
             Outcome::Failed(Error::ResourceExhausted(_) | Error::Overloaded(_)) => &self.saturated,
             Outcome::Rejected(Rejection::Malformed) => &self.malformed,
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Refusals counted over one period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Taken {
+    /// Calls refused by a throttle of failed validations, or because
+    /// argon2's queue was full or too slow.
+    pub saturated: u64,
+    /// ActivateSecret calls refused because their organization had spent
+    /// its budget of wrong values.
+    pub activations: u64,
+    /// ValidateClient calls with malformed credentials.
+    pub malformed: u64,
 }
 
 /// Emits `$message` with `$fields` at a level chosen at run time.
@@ -153,7 +174,7 @@ impl CallLog {
         outcome: Outcome<'_>,
         started: Instant,
     ) {
-        self.refusals.count(outcome);
+        self.refusals.count(rpc, outcome);
         let level = outcome.level();
         if !tracing::level_enabled!(level) {
             return;
@@ -269,7 +290,20 @@ mod tests {
             started,
         );
         log.record("GetIntegration", Outcome::Completed, started);
-        assert_eq!(log.refusals.take(), (2, 1));
-        assert_eq!(log.refusals.take(), (0, 0), "taken");
+        log.record("ActivateSecret", Outcome::Failed(&throttled), started);
+        let spent = Error::ResourceExhausted(format!(
+            "{} for this organization",
+            crate::throttle::ACTIVATION_BUDGET_SPENT
+        ));
+        log.record("ActivateSecret", Outcome::Failed(&spent), started);
+        assert_eq!(
+            log.refusals.take(),
+            Taken {
+                saturated: 3,
+                activations: 1,
+                malformed: 1
+            }
+        );
+        assert_eq!(log.refusals.take(), Taken::default(), "taken");
     }
 }

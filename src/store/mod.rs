@@ -31,6 +31,7 @@ mod usage;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use migrations::MigrationStatus;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
@@ -51,6 +52,20 @@ pub use secrets::{
 use crate::config::DatabaseSettings;
 use crate::domain::{ClientId, DomainState, OrganizationId, SecretHash, SecretState};
 use crate::error::Error;
+
+/// The database's schema, against this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schema {
+    /// Every migration applied.
+    Current,
+    /// No migration applied: a new database.
+    Empty,
+    /// Some applied, `pending` not yet.
+    Behind { pending: usize },
+    /// Migrations applied that this binary does not know: a newer version
+    /// migrated the database. The text names them.
+    Ahead(String),
+}
 
 /// The database, shared by every handler. Cloning is cheap (a pool handle).
 #[derive(Clone, Debug)]
@@ -193,14 +208,46 @@ impl Store {
     /// Applies pending migrations. Replicas that start together take turns:
     /// on PostgreSQL the whole run holds an advisory lock and commits as one
     /// transaction, so a replica sees either no schema or all of it.
-    pub async fn migrate(&self) -> Result<(), DbErr> {
+    pub async fn migrate(&self) -> Result<Vec<String>, DbErr> {
         let txn = self.db.begin().await?;
         if self.backend() == DbBackend::Postgres {
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
                 .await?;
         }
+        let pending: Vec<String> = Migrator::get_pending_migrations(&txn)
+            .await?
+            .iter()
+            .map(|migration| migration.name().to_owned())
+            .collect();
         Migrator::up(&txn, None).await?;
-        txn.commit().await
+        txn.commit().await?;
+        Ok(pending)
+    }
+
+    /// How the database's schema compares with the migrations this binary
+    /// knows, without changing anything.
+    pub async fn schema(&self) -> Result<Schema, DbErr> {
+        match Migrator::get_migration_with_status_read_only(&self.db).await {
+            Ok(migrations) => {
+                let pending = migrations
+                    .iter()
+                    .filter(|migration| migration.status() == MigrationStatus::Pending)
+                    .count();
+                Ok(if pending == 0 {
+                    Schema::Current
+                } else if pending == migrations.len() {
+                    Schema::Empty
+                } else {
+                    Schema::Behind { pending }
+                })
+            }
+            // Applied migrations this binary has no file for: a newer
+            // version migrated the database.
+            Err(DbErr::Custom(message)) if message.contains("is missing") => {
+                Ok(Schema::Ahead(message))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Whether the database answers.

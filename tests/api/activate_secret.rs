@@ -189,6 +189,10 @@ on_every_backend! {
                     Code::FailedPrecondition,
                 );
                 assert!(message.contains("neither"), "{message}");
+                // A typo is fixed by typing again, not by a new secret that
+                // would throw the pending one away.
+                assert!(message.contains("enter it again"), "{message}");
+                assert!(!message.contains("generate a new secret"), "{message}");
             }
         }
         app.activate("org-retyping", &first)

@@ -12,6 +12,7 @@ mod cache;
 mod create_integration;
 mod dns;
 mod faults;
+mod first_start;
 mod generate_secret;
 mod get_integration;
 mod lifecycle;

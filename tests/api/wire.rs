@@ -32,6 +32,12 @@ async fn oversized_messages_are_resource_exhausted_and_the_server_keeps_serving(
             Code::ResourceExhausted,
             "{size} bytes: {status:?}"
         );
+        assert!(
+            status.message().contains("--max-message-bytes")
+                && status.message().contains("16384 bytes"),
+            "the message names the limit and its setting: {}",
+            status.message()
+        );
         app.get("org-size").await.expect("the server keeps serving");
     }
     // Just under the limit, the message is read and its field refused.
