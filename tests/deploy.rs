@@ -890,5 +890,8 @@ fn the_replicas_leave_migrating_to_the_job() {
         .read_to_string(&mut logged)
         .expect("its output");
     assert_eq!(status.code(), Some(1), "{status}: {logged}");
-    assert!(logged.contains("no such table"), "{logged}");
+    assert!(
+        logged.contains("has no schema") && logged.contains("integration-service migrate"),
+        "it says to run the Job's migrate: {logged}"
+    );
 }
