@@ -18,6 +18,8 @@ use std::{future::Future, sync::Arc, time::Instant};
 use tonic::{Request, Response, Status};
 use tracing::{Span, field::Empty, instrument};
 
+use crate::request_id::Unspanned;
+
 use self::outcome::{CallLog, Outcome};
 use self::page_token::List;
 use self::requests::{ClientCheck, DomainChange, Listing, SecretActivation, SecretRevocation};
@@ -209,18 +211,23 @@ impl IntegrationService for IntegrationApi {
 
     /// The gateway's hot path: its span is at DEBUG and carries no field,
     /// and its outcome's fields are on the event itself (see
-    /// [`outcome`]).
+    /// [`outcome`]), its request id too while it runs without a `request`
+    /// span.
     #[instrument(name = "ValidateClient", level = "debug", skip_all)]
     async fn validate_client(
         &self,
         request: Request<proto::ValidateClientRequest>,
     ) -> Result<Response<proto::ValidateClientResponse>, Status> {
         let started = Instant::now();
+        // Without its `request` span (see `crate::request_id`), the call's
+        // outcome carries its request id itself.
+        let unspanned = request.extensions().get::<Unspanned>().cloned();
+        let request_id = unspanned.as_ref().map(Unspanned::as_str);
         let check = match ClientCheck::try_from(request.into_inner()) {
             Ok(check) => check,
             Err(error) => {
                 self.log
-                    .record_check(None, None, Outcome::Failed(&error), started);
+                    .record_check(None, request_id, None, Outcome::Failed(&error), started);
                 return Err(Status::from(error));
             }
         };
@@ -237,12 +244,17 @@ impl IntegrationService for IntegrationApi {
                     Validation::Invalid(rejection) => (Outcome::Rejected(*rejection), None),
                 };
                 self.log
-                    .record_check(Some(&check), organization_id, outcome, started);
+                    .record_check(Some(&check), request_id, organization_id, outcome, started);
                 Ok(Response::new(validation.into()))
             }
             Err(error) => {
-                self.log
-                    .record_check(Some(&check), None, Outcome::Failed(&error), started);
+                self.log.record_check(
+                    Some(&check),
+                    request_id,
+                    None,
+                    Outcome::Failed(&error),
+                    started,
+                );
                 Err(Status::from(error))
             }
         }

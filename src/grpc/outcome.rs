@@ -144,7 +144,7 @@ impl CallLog {
     /// Logs how a call that started at `started` ended; its span carries
     /// the organization it acted for.
     pub fn record(&self, rpc: &'static str, outcome: Outcome<'_>, started: Instant) {
-        self.emit(rpc, None, None, outcome, started);
+        self.emit(rpc, None, None, None, outcome, started);
     }
 
     /// Logs how a ValidateClient call ended: with the client ID if it is
@@ -154,6 +154,7 @@ impl CallLog {
     pub fn record_check(
         &self,
         check: Option<&ClientCheck>,
+        request_id: Option<&str>,
         organization_id: Option<&str>,
         outcome: Outcome<'_>,
         started: Instant,
@@ -163,13 +164,21 @@ impl CallLog {
             Outcome::Failed(error) => crate::metrics::validation(None, Some(error)),
             Outcome::Validated | Outcome::Completed => crate::metrics::validation(None, None),
         }
-        self.emit("ValidateClient", check, organization_id, outcome, started);
+        self.emit(
+            "ValidateClient",
+            check,
+            request_id,
+            organization_id,
+            outcome,
+            started,
+        );
     }
 
     fn emit(
         &self,
         rpc: &'static str,
         check: Option<&ClientCheck>,
+        request_id: Option<&str>,
         organization_id: Option<&str>,
         outcome: Outcome<'_>,
         started: Instant,
@@ -188,11 +197,19 @@ impl CallLog {
             .map(tracing::field::display);
         match outcome {
             Outcome::Completed => {
-                event_at!(level, code = ?Code::Ok, latency_ms, "request completed");
+                event_at!(
+                    level,
+                    request_id,
+                    request_id,
+                    code = ?Code::Ok,
+                    latency_ms,
+                    "request completed"
+                );
             }
             Outcome::Validated => {
                 event_at!(
                     level,
+                    request_id,
                     client_id,
                     organization_id,
                     latency_ms,
@@ -201,12 +218,14 @@ impl CallLog {
             }
             Outcome::Rejected(Rejection::Malformed) => event_at!(
                 level,
+                request_id,
                 remote_address,
                 latency_ms,
                 "client validation failed: malformed credentials"
             ),
             Outcome::Rejected(rejection) => event_at!(
                 level,
+                request_id,
                 client_id,
                 remote_address,
                 outcome = rejection.as_str(),
@@ -215,6 +234,7 @@ impl CallLog {
             ),
             Outcome::Failed(error) if level <= Level::WARN => event_at!(
                 level,
+                request_id,
                 rpc,
                 client_id,
                 remote_address,
@@ -225,6 +245,7 @@ impl CallLog {
             ),
             Outcome::Failed(error) => event_at!(
                 level,
+                request_id,
                 rpc,
                 client_id,
                 remote_address,
@@ -280,10 +301,17 @@ mod tests {
         let started = Instant::now();
         let throttled = Error::ResourceExhausted("m".into());
         let late = Error::Overloaded("m".into());
-        log.record_check(None, None, Outcome::Failed(&throttled), started);
-        log.record_check(None, None, Outcome::Failed(&late), started);
-        log.record_check(None, None, Outcome::Rejected(Rejection::Malformed), started);
+        log.record_check(None, None, None, Outcome::Failed(&throttled), started);
+        log.record_check(None, None, None, Outcome::Failed(&late), started);
         log.record_check(
+            None,
+            None,
+            None,
+            Outcome::Rejected(Rejection::Malformed),
+            started,
+        );
+        log.record_check(
+            None,
             None,
             None,
             Outcome::Rejected(Rejection::WrongSecret),

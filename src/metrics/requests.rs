@@ -54,6 +54,11 @@ impl Method {
         )
     }
 
+    /// Whether this is ValidateClient, the gateway's hot path.
+    pub fn is_hot_path(self) -> bool {
+        self.0.ends_with("IntegrationService/ValidateClient")
+    }
+
     /// The name after the last `/` (`ValidateClient`), as labels and logs
     /// name it; `unknown` for a path not served.
     pub fn name(self) -> &'static str {

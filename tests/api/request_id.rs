@@ -66,7 +66,28 @@ on_every_backend! {
             assert!(uuid::Uuid::parse_str(&id).is_ok(), "{sent:?} gave {id}");
         }
 
+        // The gateway's check runs without the request span; its line
+        // carries the id as a field of its own.
+        let integration = client.get("org-request-id").await.expect("found");
+        // Well formed, and not active: refused, and logged at INFO.
+        let (pending, _) = client.generate("org-request-id").await.expect("generated");
+        let mut check = tonic::Request::new(proto::ValidateClientRequest {
+            client_id: integration.client_id.clone(),
+            client_secret: pending,
+            remote_address: String::new(),
+        });
+        check
+            .metadata_mut()
+            .insert("x-request-id", "trace-me-0044".parse().expect("ASCII"));
+        let answer = client.raw().validate_client(check).await.expect("answered");
+        assert_eq!(returned(answer.metadata()), "trace-me-0044");
+
         let (_, log) = server.terminate().await;
+        assert!(
+            log.iter().any(|line| line.contains("trace-me-0044")
+                && line.contains("client validation failed")),
+            "the check's line carries its id: {log:#?}"
+        );
         let lines: Vec<&String> = log.iter().filter(|line| line.contains("trace-me-0042")).collect();
         assert!(!lines.is_empty(), "the call's log line carries its id: {log:#?}");
         assert!(lines.iter().all(|line| line.contains("GetIntegration")), "{lines:#?}");
