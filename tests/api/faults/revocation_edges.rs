@@ -482,9 +482,14 @@ async fn a_check_under_way_when_a_retry_finds_the_value_already_active_does_not_
         "the check was answered before the retry returned: the verify was too short for the \
          test to prove anything"
     );
+    // The verify time was measured at the slow replica's start, when other
+    // tests may have loaded the machine more or less than now (4.6 s then
+    // against a 2.1 s verify in one CI run); an answer from the cache takes
+    // milliseconds, so a quarter of it still tells the two apart.
     assert!(
-        check.waited() >= slow_verify / 2,
-        "the check took {:?}, less than a verify of the old secret: it did not verify it",
+        check.waited() >= slow_verify / 4,
+        "the check took {:?}, far less than a verify of the old secret ({slow_verify:?} at \
+         start): it did not verify it",
         check.waited()
     );
     assert_eq!(
